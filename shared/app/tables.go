@@ -1,0 +1,14 @@
+package app
+
+import "github.com/certfleet/certfleet/shared/store"
+
+// Tables is every table certfleet uses, by logical name. template.yaml and
+// localstack/init declare the same tables (physical name = prefix + name)
+// with the same indexes; localstack's drift test compares all three.
+//
+// Each table has string keys "pk" and "sk"; an index named X has string keys
+// "Xpk" and "Xsk" and projects all attributes.
+var Tables = []store.TableSpec{
+	// meta holds id counters and other small control records.
+	{Name: "meta", Indexes: []string{"gsi1"}},
+}

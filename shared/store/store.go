@@ -1,0 +1,296 @@
+// Package store is the storage port: a narrow, DynamoDB-shaped key-value
+// store that every domain service persists through.
+//
+// Items live in named tables and are addressed by a partition key (PK) and a
+// sort key (SK). Every item carries an opaque encoded value and a version that
+// the store maintains: 1 on creation, +1 on every put. Conditions on puts,
+// deletes and transactions compare against that version, which is how callers
+// get optimistic concurrency.
+//
+// Adapters: store/bolt (embedded bbolt) and store/dynamo (DynamoDB). Both pass
+// the conformance suite in store/storetest; ownership and permission rules
+// live above this port, never in an adapter.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Errors returned by every adapter; callers test them with errors.Is.
+var (
+	// ErrNotFound: Get of an absent item.
+	ErrNotFound = errors.New("store: item not found")
+	// ErrConditionFailed: a put, delete or transaction whose condition did
+	// not hold. Nothing was written.
+	ErrConditionFailed = errors.New("store: condition failed")
+	// ErrInvalid: a malformed request (empty key, key or value too large,
+	// too many transaction writes, unknown cursor). Nothing was written.
+	ErrInvalid = errors.New("store: invalid request")
+)
+
+// Limits shared by every adapter, chosen to fit DynamoDB's.
+const (
+	MaxPKBytes        = 1024
+	MaxSKBytes        = 1024
+	MaxValueBytes     = 350 * 1024
+	MaxTransactWrites = 25
+	MaxQueryLimit     = 1000
+	DefaultQueryLimit = 100
+)
+
+// Key addresses one item.
+type Key struct {
+	Table string
+	PK    string
+	SK    string
+}
+
+func (k Key) String() string { return k.Table + "/" + k.PK + "/" + k.SK }
+
+// IndexKey is an item's entry in one secondary index.
+type IndexKey struct {
+	PK string
+	SK string
+}
+
+// Item is a stored record.
+type Item struct {
+	Key
+	// Value is the caller's encoded record; the store never interprets it.
+	Value []byte
+	// Version is maintained by the store: ignored on Put, set on reads
+	// and on the item Put returns.
+	Version int64
+	// Indexes places the item in the table's secondary indexes, by index
+	// name (see TableSpec.Indexes). An index absent here has no entry for
+	// this item.
+	Indexes map[string]IndexKey
+}
+
+// CondKind is what a Cond requires of the item's current state.
+type CondKind int
+
+const (
+	// CondNone: no requirement.
+	CondNone CondKind = iota
+	// CondAbsent: the item must not exist.
+	CondAbsent
+	// CondExists: the item must exist.
+	CondExists
+	// CondVersion: the item must exist with exactly Cond.Version.
+	CondVersion
+)
+
+// Cond is a write's precondition.
+type Cond struct {
+	Kind    CondKind
+	Version int64
+}
+
+var (
+	// Always is the empty condition.
+	Always = Cond{}
+	// IfAbsent requires that the item does not exist.
+	IfAbsent = Cond{Kind: CondAbsent}
+	// IfExists requires that the item exists.
+	IfExists = Cond{Kind: CondExists}
+)
+
+// IfVersion requires that the item exists at version v.
+func IfVersion(v int64) Cond { return Cond{Kind: CondVersion, Version: v} }
+
+// Holds reports whether the condition holds for an item that exists at
+// version current (exists=false means absent). Adapters that evaluate
+// conditions themselves use it so the semantics are written once.
+func (c Cond) Holds(exists bool, current int64) bool {
+	switch c.Kind {
+	case CondAbsent:
+		return !exists
+	case CondExists:
+		return exists
+	case CondVersion:
+		return exists && current == c.Version
+	default:
+		return true
+	}
+}
+
+// Query reads one partition of a table or of one of its indexes, ordered by
+// sort key (ascending unless Reverse).
+type Query struct {
+	Table string
+	// Index is a secondary index name, or "" for the table itself. PK and
+	// the sort-key bounds then refer to the index's keys. Items with equal
+	// index sort keys come back in an adapter-defined but stable order.
+	Index string
+	PK    string
+	// SKPrefix keeps only sort keys starting with it. Cannot be combined
+	// with SKFrom/SKTo.
+	SKPrefix string
+	// SKFrom and SKTo bound the sort key inclusively; "" leaves a side open.
+	SKFrom string
+	SKTo   string
+	// Reverse returns items in descending sort-key order.
+	Reverse bool
+	// Limit caps the page size: 0 means DefaultQueryLimit, at most
+	// MaxQueryLimit.
+	Limit int
+	// Cursor continues a previous query with the same parameters; it is
+	// opaque and only valid for the adapter that produced it.
+	Cursor string
+}
+
+// Page is one page of query results. Cursor is "" when there are no more.
+type Page struct {
+	Items  []Item
+	Cursor string
+}
+
+// WriteOp is the kind of one transaction write.
+type WriteOp int
+
+const (
+	OpPut WriteOp = iota + 1
+	OpDelete
+	// OpCheck writes nothing; it only requires its condition to hold.
+	OpCheck
+)
+
+// Write is one part of a transaction. For OpDelete and OpCheck only
+// Item.Key is used.
+type Write struct {
+	Op   WriteOp
+	Item Item
+	Cond Cond
+}
+
+// PutWrite, DeleteWrite and CheckWrite build transaction writes.
+func PutWrite(it Item, c Cond) Write  { return Write{Op: OpPut, Item: it, Cond: c} }
+func DeleteWrite(k Key, c Cond) Write { return Write{Op: OpDelete, Item: Item{Key: k}, Cond: c} }
+func CheckWrite(k Key, c Cond) Write  { return Write{Op: OpCheck, Item: Item{Key: k}, Cond: c} }
+
+// Store is the storage port. Every method is safe for concurrent use.
+type Store interface {
+	// Get returns the item, or ErrNotFound.
+	Get(ctx context.Context, k Key) (Item, error)
+	// Put writes the item if c holds (else ErrConditionFailed) and returns
+	// it with its new version.
+	Put(ctx context.Context, it Item, c Cond) (Item, error)
+	// Delete removes the item if c holds (else ErrConditionFailed).
+	// Deleting an absent item with CondNone succeeds.
+	Delete(ctx context.Context, k Key, c Cond) error
+	// Query returns one page of a partition; see Query.
+	Query(ctx context.Context, q Query) (Page, error)
+	// Increment atomically adds delta to the counter at k (created at 0)
+	// and returns the new value. Counters live at their own keys: a key
+	// used as a counter is never also Put.
+	Increment(ctx context.Context, k Key, delta int64) (int64, error)
+	// Transact applies up to MaxTransactWrites writes to distinct keys,
+	// all or none. If any condition fails, nothing is written and the
+	// error wraps ErrConditionFailed (and is a *TxError naming the write).
+	Transact(ctx context.Context, writes []Write) error
+	// Ping reports whether the store answers.
+	Ping(ctx context.Context) error
+}
+
+// TxError tells which write of a transaction failed its condition.
+// Index is -1 when the adapter cannot tell.
+type TxError struct{ Index int }
+
+func (e *TxError) Error() string {
+	if e.Index < 0 {
+		return "store: transaction condition failed"
+	}
+	return fmt.Sprintf("store: transaction write %d: condition failed", e.Index)
+}
+
+func (e *TxError) Unwrap() error { return ErrConditionFailed }
+
+// TableSpec declares a table and the names of its secondary indexes.
+type TableSpec struct {
+	Name    string
+	Indexes []string
+}
+
+// ValidateKey checks a key against the shared limits.
+func ValidateKey(k Key) error {
+	switch {
+	case k.Table == "":
+		return fmt.Errorf("%w: empty table name", ErrInvalid)
+	case k.PK == "":
+		return fmt.Errorf("%w: empty partition key in %s", ErrInvalid, k.Table)
+	case k.SK == "":
+		return fmt.Errorf("%w: empty sort key in %s/%s", ErrInvalid, k.Table, k.PK)
+	case len(k.PK) > MaxPKBytes:
+		return fmt.Errorf("%w: partition key longer than %d bytes", ErrInvalid, MaxPKBytes)
+	case len(k.SK) > MaxSKBytes:
+		return fmt.Errorf("%w: sort key longer than %d bytes", ErrInvalid, MaxSKBytes)
+	case strings.ContainsRune(k.PK, 0) || strings.ContainsRune(k.SK, 0):
+		return fmt.Errorf("%w: key contains a NUL byte", ErrInvalid)
+	}
+	return nil
+}
+
+// ValidateItem checks an item's key, value size and index keys.
+func ValidateItem(it Item) error {
+	if err := ValidateKey(it.Key); err != nil {
+		return err
+	}
+	if len(it.Value) > MaxValueBytes {
+		return fmt.Errorf("%w: value of %s is %d bytes, over %d", ErrInvalid, it.Key, len(it.Value), MaxValueBytes)
+	}
+	for name, ik := range it.Indexes {
+		if err := ValidateKey(Key{Table: name, PK: ik.PK, SK: ik.SK}); err != nil {
+			return fmt.Errorf("index %q of %s: %w", name, it.Key, err)
+		}
+	}
+	return nil
+}
+
+// ValidateQuery checks a query and returns its effective limit.
+func ValidateQuery(q Query) (int, error) {
+	switch {
+	case q.Table == "" || q.PK == "":
+		return 0, fmt.Errorf("%w: query needs a table and a partition key", ErrInvalid)
+	case q.SKPrefix != "" && (q.SKFrom != "" || q.SKTo != ""):
+		return 0, fmt.Errorf("%w: query has both a sort-key prefix and a range", ErrInvalid)
+	case q.SKFrom != "" && q.SKTo != "" && q.SKFrom > q.SKTo:
+		return 0, fmt.Errorf("%w: query range is empty (from %q > to %q)", ErrInvalid, q.SKFrom, q.SKTo)
+	case q.Limit < 0 || q.Limit > MaxQueryLimit:
+		return 0, fmt.Errorf("%w: query limit %d outside 0..%d", ErrInvalid, q.Limit, MaxQueryLimit)
+	case q.Limit == 0:
+		return DefaultQueryLimit, nil
+	}
+	return q.Limit, nil
+}
+
+// ValidateTransact checks a transaction's size, operations and key
+// distinctness.
+func ValidateTransact(writes []Write) error {
+	if len(writes) == 0 || len(writes) > MaxTransactWrites {
+		return fmt.Errorf("%w: a transaction has 1..%d writes, got %d", ErrInvalid, MaxTransactWrites, len(writes))
+	}
+	seen := make(map[Key]bool, len(writes))
+	for i, w := range writes {
+		var err error
+		switch w.Op {
+		case OpPut:
+			err = ValidateItem(w.Item)
+		case OpDelete, OpCheck:
+			err = ValidateKey(w.Item.Key)
+		default:
+			err = fmt.Errorf("%w: unknown operation %d", ErrInvalid, w.Op)
+		}
+		if err != nil {
+			return fmt.Errorf("transaction write %d: %w", i, err)
+		}
+		if seen[w.Item.Key] {
+			return fmt.Errorf("%w: transaction writes %s twice", ErrInvalid, w.Item.Key)
+		}
+		seen[w.Item.Key] = true
+	}
+	return nil
+}
