@@ -1,0 +1,165 @@
+// Package config reads certfleet's configuration from environment
+// variables, once, at start-up. Every variable is listed in Vars (and in
+// the README's table, which a test keeps in step); a bad value fails fast
+// with a message naming the variable, and every variable has a default that
+// is safe for the local shape.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Shape is how certfleet runs.
+type Shape string
+
+const (
+	// Local is the one-process server over bbolt (`certfleet serve`).
+	Local Shape = "local"
+	// Lambda is the AWS shape: DynamoDB, SQS, KMS.
+	Lambda Shape = "lambda"
+)
+
+// Config is the typed configuration.
+type Config struct {
+	Shape             Shape
+	Port              int
+	DataDir           string
+	MasterKeyFile     string
+	LogLevel          slog.Level
+	LogFormat         string // "text" or "json"
+	TablePrefix       string
+	IssuanceQueueURL  string
+	IssuanceDLQURL    string
+	KMSKeyID          string
+	WorkerConcurrency int
+	QueueVisibility   time.Duration
+	QueueMaxReceives  int
+	ShutdownTimeout   time.Duration
+}
+
+// Var documents one environment variable.
+type Var struct {
+	Name    string
+	Default string
+	Doc     string
+	set     func(c *Config, v string) error
+}
+
+// Vars is every variable certfleet reads, in README order.
+var Vars = []Var{
+	{"PORT", "8080", "local: TCP port of the HTTP server", func(c *Config, v string) (err error) {
+		c.Port, err = intIn(v, 1, 65535)
+		return
+	}},
+	{"CERTFLEET_DATA", "./data", "local: directory for the bbolt file and the master key", func(c *Config, v string) error {
+		c.DataDir = v
+		return nil
+	}},
+	{"CERTFLEET_MASTER_KEY_FILE", "$CERTFLEET_DATA/master.key", "local: file holding the master key that wraps every data key (created with mode 0600 on first run; back it up)", func(c *Config, v string) error {
+		c.MasterKeyFile = v
+		return nil
+	}},
+	{"CERTFLEET_LOG_LEVEL", "info", "debug, info, warn or error", func(c *Config, v string) error {
+		return c.LogLevel.UnmarshalText([]byte(v))
+	}},
+	{"CERTFLEET_LOG_FORMAT", "text (json in Lambda)", "text or json", func(c *Config, v string) error {
+		if v != "text" && v != "json" {
+			return errors.New("must be text or json")
+		}
+		c.LogFormat = v
+		return nil
+	}},
+	{"CERTFLEET_TABLE_PREFIX", "certfleet-", "lambda: prefix of the DynamoDB table names (template.yaml sets <stack>-)", func(c *Config, v string) error {
+		c.TablePrefix = v
+		return nil
+	}},
+	{"CERTFLEET_ISSUANCE_QUEUE_URL", "", "lambda (required): URL of the SQS issuance queue", func(c *Config, v string) error {
+		c.IssuanceQueueURL = v
+		return nil
+	}},
+	{"CERTFLEET_ISSUANCE_DLQ_URL", "", "lambda (required): URL of the issuance queue's dead-letter queue", func(c *Config, v string) error {
+		c.IssuanceDLQURL = v
+		return nil
+	}},
+	{"CERTFLEET_KMS_KEY_ID", "", "lambda (required): KMS key id, ARN or alias that wraps data keys", func(c *Config, v string) error {
+		c.KMSKeyID = v
+		return nil
+	}},
+	{"CERTFLEET_WORKER_CONCURRENCY", "4", "local: steps the worker runs at once (1..256)", func(c *Config, v string) (err error) {
+		c.WorkerConcurrency, err = intIn(v, 1, 256)
+		return
+	}},
+	{"CERTFLEET_QUEUE_VISIBILITY", "60s", "local: how long a received message stays hidden before redelivery", func(c *Config, v string) (err error) {
+		c.QueueVisibility, err = durationIn(v, time.Second, 12*time.Hour)
+		return
+	}},
+	{"CERTFLEET_QUEUE_MAX_RECEIVES", "5", "local: receives before a message moves to the dead-letter list (1..100)", func(c *Config, v string) (err error) {
+		c.QueueMaxReceives, err = intIn(v, 1, 100)
+		return
+	}},
+	{"CERTFLEET_SHUTDOWN_TIMEOUT", "30s", "local: how long shutdown waits for in-flight requests and steps", func(c *Config, v string) (err error) {
+		c.ShutdownTimeout, err = durationIn(v, 0, 10*time.Minute)
+		return
+	}},
+}
+
+// Load reads the configuration for shape through getenv (os.Getenv in
+// production). It reports every bad variable at once.
+func Load(shape Shape, getenv func(string) string) (Config, error) {
+	c := Config{Shape: shape, LogFormat: "text", TablePrefix: "certfleet-", DataDir: "./data",
+		Port: 8080, WorkerConcurrency: 4, QueueVisibility: time.Minute, QueueMaxReceives: 5,
+		ShutdownTimeout: 30 * time.Second}
+	if shape == Lambda {
+		c.LogFormat = "json"
+	}
+	var errs []error
+	for _, v := range Vars {
+		raw := strings.TrimSpace(getenv(v.Name))
+		if raw == "" {
+			continue
+		}
+		if err := v.set(&c, raw); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %v", v.Name, raw, err))
+		}
+	}
+	if c.MasterKeyFile == "" {
+		c.MasterKeyFile = filepath.Join(c.DataDir, "master.key")
+	}
+	if shape == Lambda {
+		for name, val := range map[string]string{
+			"CERTFLEET_ISSUANCE_QUEUE_URL": c.IssuanceQueueURL,
+			"CERTFLEET_ISSUANCE_DLQ_URL":   c.IssuanceDLQURL,
+			"CERTFLEET_KMS_KEY_ID":         c.KMSKeyID,
+		} {
+			if val == "" {
+				errs = append(errs, fmt.Errorf("%s is required in the Lambda shape", name))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return Config{}, fmt.Errorf("config: %w", errors.Join(errs...))
+	}
+	return c, nil
+}
+
+func intIn(v string, lo, hi int) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("must be a whole number from %d to %d", lo, hi)
+	}
+	return n, nil
+}
+
+func durationIn(v string, lo, hi time.Duration) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < lo || d > hi {
+		return 0, fmt.Errorf("must be a duration such as 30s or 5m, from %s to %s", lo, hi)
+	}
+	return d, nil
+}
