@@ -66,7 +66,9 @@ type Item struct {
 	Version int64
 	// Indexes places the item in the table's secondary indexes, by index
 	// name (see TableSpec.Indexes). An index absent here has no entry for
-	// this item.
+	// this item. Reads return it, so a read-modify-put keeps the entries.
+	// Index queries may lag a write (DynamoDB's are eventually
+	// consistent): enforce uniqueness with a transaction, never an index.
 	Indexes map[string]IndexKey
 }
 
@@ -143,7 +145,9 @@ type Query struct {
 	Cursor string
 }
 
-// Page is one page of query results. Cursor is "" when there are no more.
+// Page is one page of query results. Cursor is "" when there are no more;
+// a non-empty Cursor may still lead to an empty last page (DynamoDB ends a
+// full page with a cursor even when nothing follows).
 type Page struct {
 	Items  []Item
 	Cursor string
@@ -186,7 +190,7 @@ type Store interface {
 	Query(ctx context.Context, q Query) (Page, error)
 	// Increment atomically adds delta to the counter at k (created at 0)
 	// and returns the new value. Counters live at their own keys: a key
-	// used as a counter is never also Put.
+	// used as a counter is never also Put, and is read with delta 0.
 	Increment(ctx context.Context, k Key, delta int64) (int64, error)
 	// Transact applies up to MaxTransactWrites writes to distinct keys,
 	// all or none. If any condition fails, nothing is written and the
