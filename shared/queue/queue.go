@@ -20,8 +20,10 @@ import (
 
 // Limits shared by every adapter, chosen to fit SQS's.
 const (
-	MaxDelay     = 15 * time.Minute
-	MaxBodyBytes = 256 * 1024
+	MaxDelay = 15 * time.Minute
+	// MaxBodyBytes leaves room for queue/sqs to base64-encode a binary
+	// body within SQS's 256 KiB message limit.
+	MaxBodyBytes = 192 * 1024
 	MaxKindBytes = 64
 	// MaxReceiveBatch is the most messages one Receive returns.
 	MaxReceiveBatch = 10
@@ -58,14 +60,18 @@ type Sender interface {
 
 // Receiver takes messages off a queue. Safe for concurrent use.
 type Receiver interface {
-	// Receive returns up to max visible messages, waiting up to wait for
-	// the first one; an empty result with a nil error means none came.
+	// Receive returns up to max (1..MaxReceiveBatch) visible messages,
+	// waiting up to wait (>= 0) for the first one; an empty result with a
+	// nil error means none came. A message that has used up its receives
+	// moves to the dead-letter list on the next Receive. Errors:
+	// ErrInvalid, or the transport's error.
 	Receive(ctx context.Context, max int, wait time.Duration) ([]Delivery, error)
 	// Ack removes a delivered message for good. Acking a receipt that has
 	// expired (the message was redelivered) is not an error.
 	Ack(ctx context.Context, d Delivery) error
-	// Retry makes a delivered message visible again after delay (a
-	// backoff), instead of waiting out the visibility timeout.
+	// Retry makes a delivered message visible again after delay
+	// (0..MaxDelay, else ErrInvalid), a backoff instead of waiting out the
+	// visibility timeout. An expired receipt is a no-op.
 	Retry(ctx context.Context, d Delivery, delay time.Duration) error
 }
 
@@ -73,8 +79,8 @@ type Receiver interface {
 type DeadLetters interface {
 	// ListDead returns up to max dead messages without removing them.
 	ListDead(ctx context.Context, max int) ([]Message, error)
-	// Redrive moves every dead message back to the main queue, as new
-	// deliveries with a fresh receive count, and returns how many moved.
+	// Redrive moves every dead message back to the main queue with its ID
+	// kept and a fresh receive count, and returns how many moved.
 	Redrive(ctx context.Context) (int, error)
 }
 
