@@ -14,7 +14,8 @@ BENCHTIME    ?= 1s
 
 ## run: start the local all-in-one server on :8080 (PORT), state in ./data (CERTFLEET_DATA)
 run:
-	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/certfleet serve
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/certfleet ./cmd/certfleet
+	exec bin/certfleet serve
 
 ## tools: the test tools: moto (AWS endpoints) and cfn-lint in .venv
 tools: $(VENV)/.installed

@@ -1,0 +1,109 @@
+// Command certfleet is the local all-in-one server: every route group on
+// one mux, the worker and the scheduler as goroutines, state in one bbolt
+// file under CERTFLEET_DATA.
+//
+//	certfleet serve                      run the server (the default)
+//	certfleet dead-letters list|redrive  inspect or redrive the issuance dead-letter list
+//	certfleet version                    print the version
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/certfleet/certfleet/shared/app"
+	"github.com/certfleet/certfleet/shared/config"
+)
+
+const usage = `usage: certfleet [serve | dead-letters list|redrive | version]
+
+  serve                  run the local server (default); configuration comes
+                         from the environment, see the README's table
+  dead-letters list      show the issuance messages that failed too often
+  dead-letters redrive   put them back on the issuance queue
+                         (both need the server stopped: it holds the data file)
+  version                print the version`
+
+func main() {
+	cmd := "serve"
+	if len(os.Args) > 1 {
+		cmd = os.Args[1]
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		err = serve()
+	case "dead-letters":
+		err = deadLetters(os.Args[2:])
+	case "version":
+		fmt.Println(app.Version)
+	case "-h", "--help", "help":
+		fmt.Println(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "certfleet: unknown command %q\n%s\n", cmd, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "certfleet:", err)
+		os.Exit(1)
+	}
+}
+
+func serve() error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, err := config.Load(config.Local, os.Getenv)
+	if err != nil {
+		return err
+	}
+	a, err := app.Local(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
+	if err != nil {
+		return fmt.Errorf("listen on port %d: %w (set PORT to use another)", cfg.Port, err)
+	}
+	a.Log.Info("certfleet is listening", "url", fmt.Sprintf("http://localhost:%d", cfg.Port),
+		"version", app.Version, "data", cfg.DataDir)
+	return a.Serve(ctx, ln)
+}
+
+func deadLetters(args []string) error {
+	if len(args) != 1 || (args[0] != "list" && args[0] != "redrive") {
+		return fmt.Errorf("usage: certfleet dead-letters list|redrive")
+	}
+	ctx := context.Background()
+	cfg, err := config.Load(config.Local, os.Getenv)
+	if err != nil {
+		return err
+	}
+	a, err := app.Local(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if args[0] == "redrive" {
+		n, err := a.Queue.Redrive(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("redrove %d message(s) to the issuance queue\n", n)
+		return nil
+	}
+	dead, err := a.Queue.ListDead(ctx, 1000)
+	if err != nil {
+		return err
+	}
+	for _, m := range dead {
+		fmt.Printf("%s\t%s\t%d bytes\n", m.ID, m.Kind, len(m.Body))
+	}
+	fmt.Printf("%d dead message(s)\n", len(dead))
+	return nil
+}

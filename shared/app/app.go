@@ -1,0 +1,108 @@
+// Package app wires adapters to services: the only package that knows both
+// shapes. Local builds the embedded shape (bbolt, the local queue, a master
+// key file); Lambda builds the AWS shape (DynamoDB, SQS, KMS). Everything
+// above it (route groups, step handlers, jobs) is the same for both.
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/certfleet/certfleet/shared/config"
+	"github.com/certfleet/certfleet/shared/httpapi"
+	"github.com/certfleet/certfleet/shared/keys"
+	"github.com/certfleet/certfleet/shared/queue"
+	"github.com/certfleet/certfleet/shared/schedule"
+	"github.com/certfleet/certfleet/shared/store"
+	"github.com/certfleet/certfleet/shared/worker"
+)
+
+// Version is set at build time with -ldflags "-X .../shared/app.Version=...".
+var Version = "dev"
+
+// IssuanceQueue names the local queue that plays the SQS issuance queue.
+const IssuanceQueue = "issuance"
+
+// App is one wired instance of certfleet.
+type App struct {
+	Config config.Config
+	Log    *slog.Logger
+	Store  store.Store
+	// Queue is the issuance queue.
+	Queue  queue.Queue
+	Sealer keys.Sealer
+	// Steps maps message kinds to the step handlers the worker runs.
+	Steps *worker.Registry
+
+	closers []func() error
+}
+
+// Close releases what the app opened, in reverse order.
+func (a *App) Close() error {
+	var first error
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		if err := a.closers[i](); err != nil && first == nil {
+			first = err
+		}
+	}
+	a.closers = nil
+	return first
+}
+
+// Groups is every route group, in mount order.
+func (a *App) Groups() []httpapi.Group {
+	return []httpapi.Group{a.healthGroup()}
+}
+
+// Handler serves every route group on one router (the local shape).
+func (a *App) Handler() http.Handler {
+	return httpapi.Wrap(httpapi.NewRouter(a.Groups()...), a.Log)
+}
+
+// HealthHandler serves the health route group alone (its Lambda function).
+func (a *App) HealthHandler() http.Handler {
+	return httpapi.Wrap(httpapi.NewRouter(a.healthGroup()), a.Log)
+}
+
+func (a *App) healthGroup() httpapi.Group {
+	return httpapi.HealthGroup(Version, map[string]httpapi.Check{
+		"store": a.Store.Ping,
+		"queue": a.Queue.Ping,
+	})
+}
+
+// DeadLetterWatchInterval is how often the local scheduler looks at the
+// issuance queue's dead-letter list.
+const DeadLetterWatchInterval = 5 * time.Minute
+
+// Jobs is every periodic job. In the cloud shape the DLQ depth alarm
+// (infra/) plays the dead-letter watch.
+func (a *App) Jobs() []schedule.Job {
+	return []schedule.Job{{
+		Name:  "dead-letter-watch",
+		Every: DeadLetterWatchInterval,
+		Run: func(ctx context.Context) error {
+			dead, err := a.Queue.ListDead(ctx, queue.MaxReceiveBatch)
+			if err != nil {
+				return fmt.Errorf("list dead letters: %w", err)
+			}
+			if len(dead) > 0 {
+				a.Log.Warn("issuance messages in the dead-letter list; inspect and redrive them",
+					"count_at_least", len(dead), "first_kind", dead[0].Kind, "first_id", dead[0].ID)
+			}
+			return nil
+		},
+	}}
+}
+
+func newLogger(cfg config.Config) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

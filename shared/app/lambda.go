@@ -1,0 +1,62 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+
+	"github.com/aws/aws-lambda-go/events"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	awskms "github.com/aws/aws-sdk-go-v2/service/kms"
+	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
+
+	"github.com/certfleet/certfleet/shared/config"
+	"github.com/certfleet/certfleet/shared/keys"
+	"github.com/certfleet/certfleet/shared/keys/kms"
+	"github.com/certfleet/certfleet/shared/queue/sqs"
+	"github.com/certfleet/certfleet/shared/store/dynamo"
+	"github.com/certfleet/certfleet/shared/worker"
+)
+
+// Lambda builds the AWS shape from the environment: DynamoDB tables named
+// CERTFLEET_TABLE_PREFIX + table, the SQS issuance queue and its DLQ, and a
+// KMS key. AWS endpoints and credentials come from the SDK's standard
+// sources (so AWS_ENDPOINT_URL points it at LocalStack or moto). No network
+// call is made here.
+func Lambda(ctx context.Context) (*App, error) {
+	cfg, err := config.Load(config.Lambda, os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("app: AWS configuration: %w", err)
+	}
+	return &App{
+		Config: cfg,
+		Log:    newLogger(cfg),
+		Store:  dynamo.New(dynamodb.NewFromConfig(awsCfg), cfg.TablePrefix),
+		Queue:  sqs.New(awssqs.NewFromConfig(awsCfg), cfg.IssuanceQueueURL, cfg.IssuanceDLQURL),
+		Sealer: keys.NewEnvelope(kms.New(awskms.NewFromConfig(awsCfg), cfg.KMSKeyID)),
+		Steps:  &worker.Registry{},
+	}, nil
+}
+
+// HTTPHandlerFunc is what an HTTP Lambda function starts: API Gateway HTTP
+// API (payload v2) events in, responses out.
+type HTTPHandlerFunc func(context.Context, events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error)
+
+// HTTPLambda adapts a route group's handler to API Gateway HTTP API events.
+func HTTPLambda(h http.Handler) HTTPHandlerFunc {
+	return httpadapter.NewV2(h).ProxyWithContext
+}
+
+// WorkerLambda is the worker function's SQS handler: each record is
+// dispatched to its step handler, and exactly the failed records are
+// reported back as batchItemFailures for redelivery.
+func (a *App) WorkerLambda() func(context.Context, events.SQSEvent) (events.SQSEventResponse, error) {
+	return sqs.LambdaHandler(a.Steps.Dispatch)
+}

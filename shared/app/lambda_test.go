@@ -1,0 +1,147 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	awskms "github.com/aws/aws-sdk-go-v2/service/kms"
+	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
+
+	"github.com/certfleet/certfleet/shared/app"
+	"github.com/certfleet/certfleet/shared/internal/mototest"
+	"github.com/certfleet/certfleet/shared/queue"
+	"github.com/certfleet/certfleet/shared/store/dynamo"
+)
+
+// The Lambda shape's tests run against moto; the local ones need nothing.
+func TestMain(m *testing.M) { os.Exit(mototest.Run(m)) }
+
+// lambdaApp creates, in moto, what template.yaml would (tables, queue and
+// DLQ, KMS key), sets the function environment and builds app.Lambda.
+func lambdaApp(t *testing.T) *app.App {
+	t.Helper()
+	ctx := context.Background()
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := fmt.Sprintf("t%d-", time.Now().UnixNano())
+	if err := dynamo.CreateTables(ctx, dynamodb.NewFromConfig(awsCfg), prefix, app.Tables); err != nil {
+		t.Fatal(err)
+	}
+	sqsc := awssqs.NewFromConfig(awsCfg)
+	dlq, err := sqsc.CreateQueue(ctx, &awssqs.CreateQueueInput{QueueName: aws.String(prefix + "issuance-dlq")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	main, err := sqsc.CreateQueue(ctx, &awssqs.CreateQueueInput{QueueName: aws.String(prefix + "issuance")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := awskms.NewFromConfig(awsCfg).CreateKey(ctx, &awskms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CERTFLEET_TABLE_PREFIX", prefix)
+	t.Setenv("CERTFLEET_ISSUANCE_QUEUE_URL", *main.QueueUrl)
+	t.Setenv("CERTFLEET_ISSUANCE_DLQ_URL", *dlq.QueueUrl)
+	t.Setenv("CERTFLEET_KMS_KEY_ID", *key.KeyMetadata.KeyId)
+	t.Setenv("CERTFLEET_LOG_LEVEL", "warn")
+	a, err := app.Lambda(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func loadEvent(t *testing.T, name string, v any) {
+	t.Helper()
+	b, err := os.ReadFile("../../events/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("events/%s: %v", name, err)
+	}
+}
+
+func TestReplayHealthEvent(t *testing.T) {
+	a := lambdaApp(t)
+	var ev events.APIGatewayV2HTTPRequest
+	loadEvent(t, "health.json", &ev)
+	resp, err := app.HTTPLambda(a.HealthHandler())(context.Background(), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct{ Data map[string]string }
+	if err := json.Unmarshal([]byte(resp.Body), &body); err != nil {
+		t.Fatalf("body %q: %v", resp.Body, err)
+	}
+	if resp.StatusCode != 200 || body.Data["store"] != "ok" || body.Data["queue"] != "ok" || body.Data["version"] != app.Version {
+		t.Fatalf("health over Lambda: %d %s", resp.StatusCode, resp.Body)
+	}
+	if resp.Headers["X-Request-Id"] == "" && len(resp.MultiValueHeaders["X-Request-Id"]) == 0 {
+		t.Fatalf("no request id header: %v %v", resp.Headers, resp.MultiValueHeaders)
+	}
+
+	// The same event against a queue that does not exist reports the
+	// queue as unavailable.
+	t.Setenv("CERTFLEET_ISSUANCE_QUEUE_URL", os.Getenv("AWS_ENDPOINT_URL")+"/123456789012/no-such-queue")
+	broken, err := app.Lambda(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err = app.HTTPLambda(broken.HealthHandler())(context.Background(), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failure struct {
+		Error struct {
+			Code   int
+			Params map[string]string
+		}
+	}
+	json.Unmarshal([]byte(resp.Body), &failure)
+	if resp.StatusCode != 503 || failure.Error.Code != 5030 || failure.Error.Params["queue"] != "unavailable" || failure.Error.Params["store"] != "ok" {
+		t.Fatalf("health with a missing queue: %d %s", resp.StatusCode, resp.Body)
+	}
+}
+
+func TestReplayWorkerEvent(t *testing.T) {
+	a := lambdaApp(t)
+	var ev events.SQSEvent
+	loadEvent(t, "worker.json", &ev)
+	var ran []string
+	a.Steps.Register("demo.succeeds", func(ctx context.Context, m queue.Message) error {
+		ran = append(ran, string(m.Body))
+		return nil
+	})
+	a.Steps.Register("demo.fails", func(ctx context.Context, m queue.Message) error {
+		return errors.New("ACME server said 503")
+	})
+	resp, err := a.WorkerLambda()(context.Background(), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failed []string
+	for _, f := range resp.BatchItemFailures {
+		failed = append(failed, f.ItemIdentifier)
+	}
+	want := []string{ev.Records[1].MessageId, ev.Records[2].MessageId} // the failing and the unregistered kind
+	if !slices.Equal(failed, want) {
+		t.Fatalf("batchItemFailures = %v, want %v", failed, want)
+	}
+	if !slices.Equal(ran, []string{`{"issue_id":"41"}`}) {
+		t.Fatalf("the succeeding step saw %v", ran)
+	}
+}
