@@ -38,7 +38,7 @@ func Lambda(ctx context.Context) (*App, error) {
 	return &App{
 		Config: cfg,
 		Log:    newLogger(cfg),
-		Store:  dynamo.New(dynamodb.NewFromConfig(awsCfg), cfg.TablePrefix),
+		Store:  dynamo.New(dynamodb.NewFromConfig(awsCfg), cfg.TablePrefix, Tables),
 		Queue:  sqs.New(awssqs.NewFromConfig(awsCfg), cfg.IssuanceQueueURL, cfg.IssuanceDLQURL),
 		Sealer: keys.NewEnvelope(kms.New(awskms.NewFromConfig(awsCfg), cfg.KMSKeyID)),
 		Steps:  &worker.Registry{},
