@@ -148,17 +148,7 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 func diffTables(aName string, a map[string]tableDef, bName string, b map[string]tableDef) []string {
-	var out []string
-	for _, name := range sortedKeys(a) {
-		if _, ok := b[name]; !ok {
-			out = append(out, fmt.Sprintf("table %q is in %s but not in %s", name, aName, bName))
-		}
-	}
-	for _, name := range sortedKeys(b) {
-		if _, ok := a[name]; !ok {
-			out = append(out, fmt.Sprintf("table %q is in %s but not in %s", name, bName, aName))
-		}
-	}
+	out := onlyIn("table", aName, a, bName, b)
 	for _, name := range sortedKeys(a) {
 		ta, tb := a[name], b[name]
 		if _, ok := b[name]; !ok {
@@ -205,6 +195,22 @@ func diffTables(aName string, a map[string]tableDef, bName string, b map[string]
 	return out
 }
 
+// onlyIn reports each name that is in one of a and b but not the other.
+func onlyIn[V any](kind, aName string, a map[string]V, bName string, b map[string]V) []string {
+	var out []string
+	for _, name := range sortedKeys(a) {
+		if _, ok := b[name]; !ok {
+			out = append(out, fmt.Sprintf("%s %q is in %s but not in %s", kind, name, aName, bName))
+		}
+	}
+	for _, name := range sortedKeys(b) {
+		if _, ok := a[name]; !ok {
+			out = append(out, fmt.Sprintf("%s %q is in %s but not in %s", kind, name, bName, aName))
+		}
+	}
+	return out
+}
+
 func orNone(s string) string {
 	if s == "" {
 		return "(none)"
@@ -213,17 +219,7 @@ func orNone(s string) string {
 }
 
 func diffQueues(aName string, a map[string]queueDef, bName string, b map[string]queueDef) []string {
-	var out []string
-	for _, name := range sortedKeys(a) {
-		if _, ok := b[name]; !ok {
-			out = append(out, fmt.Sprintf("queue %q is in %s but not in %s", name, aName, bName))
-		}
-	}
-	for _, name := range sortedKeys(b) {
-		if _, ok := a[name]; !ok {
-			out = append(out, fmt.Sprintf("queue %q is in %s but not in %s", name, bName, aName))
-		}
-	}
+	out := onlyIn("queue", aName, a, bName, b)
 	for _, name := range sortedKeys(a) {
 		qa, qb := a[name], b[name]
 		if _, ok := b[name]; !ok {

@@ -57,15 +57,12 @@ func main() {
 func serve() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cfg, err := config.Load(config.Local, os.Getenv)
-	if err != nil {
-		return err
-	}
-	a, err := app.Local(ctx, cfg)
+	a, err := openLocal(ctx)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
+	cfg := a.Config
 	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
 	if err != nil {
 		return fmt.Errorf("listen on port %d: %w (set PORT to use another)", cfg.Port, err)
@@ -80,11 +77,7 @@ func deadLetters(args []string) error {
 		return fmt.Errorf("usage: certfleet dead-letters list|redrive")
 	}
 	ctx := context.Background()
-	cfg, err := config.Load(config.Local, os.Getenv)
-	if err != nil {
-		return err
-	}
-	a, err := app.Local(ctx, cfg)
+	a, err := openLocal(ctx)
 	if err != nil {
 		return err
 	}
@@ -106,4 +99,13 @@ func deadLetters(args []string) error {
 	}
 	fmt.Printf("%d dead message(s)\n", len(dead))
 	return nil
+}
+
+// openLocal builds the local shape from the environment.
+func openLocal(ctx context.Context) (*app.App, error) {
+	cfg, err := config.Load(config.Local, os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	return app.Local(ctx, cfg)
 }

@@ -399,19 +399,27 @@ func (b buckets) current(receipt string) (*record, error) {
 	return r, nil
 }
 
-// Ack deletes the delivered message if d's receipt is still its current
-// one; an expired receipt is ignored. Errors: queue.ErrInvalid for a
-// malformed receipt, or bbolt's.
-func (q *Queue) Ack(ctx context.Context, d queue.Delivery) error {
-	err := q.db.Update(func(tx *bbolt.Tx) error {
+// withCurrent runs fn in one write transaction on the message whose current
+// receipt is receipt; an expired receipt runs nothing.
+func (q *Queue) withCurrent(receipt string, fn func(b buckets, r *record) error) error {
+	return q.db.Update(func(tx *bbolt.Tx) error {
 		b, err := q.buckets(tx)
 		if err != nil {
 			return err
 		}
-		r, err := b.current(d.Receipt)
+		r, err := b.current(receipt)
 		if err != nil || r == nil {
 			return err
 		}
+		return fn(b, r)
+	})
+}
+
+// Ack deletes the delivered message if d's receipt is still its current
+// one; an expired receipt is ignored. Errors: queue.ErrInvalid for a
+// malformed receipt, or bbolt's.
+func (q *Queue) Ack(ctx context.Context, d queue.Delivery) error {
+	err := q.withCurrent(d.Receipt, func(b buckets, r *record) error {
 		if err := b.ready.Delete(timeKey(r.VisibleAt, r.ID)); err != nil {
 			return err
 		}
@@ -430,15 +438,7 @@ func (q *Queue) Retry(ctx context.Context, d queue.Delivery, delay time.Duration
 	if delay < 0 || delay > queue.MaxDelay {
 		return fmt.Errorf("local: retry: %w: delay %s outside 0..%s", queue.ErrInvalid, delay, queue.MaxDelay)
 	}
-	err := q.db.Update(func(tx *bbolt.Tx) error {
-		b, err := q.buckets(tx)
-		if err != nil {
-			return err
-		}
-		r, err := b.current(d.Receipt)
-		if err != nil || r == nil {
-			return err
-		}
+	err := q.withCurrent(d.Receipt, func(b buckets, r *record) error {
 		return b.schedule(r, time.Now().Add(delay).UnixNano())
 	})
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 	"github.com/certfleet/certfleet/shared/queue/queuetest"
 )
 
-func openDB(t *testing.T, path string) *bbolt.DB {
+func openDB(t testing.TB, path string) *bbolt.DB {
 	t.Helper()
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
@@ -198,4 +198,30 @@ func TestRestartKeepsInFlightMessage(t *testing.T) {
 	if ds[0].ID != id || ds[0].Attempt != 2 {
 		t.Errorf("redelivery = %+v; want %s attempt 2", ds[0], id)
 	}
+}
+
+// BenchmarkStepCycle measures one worker step's queue traffic: send,
+// receive and ack of one message (three bbolt write commits).
+func BenchmarkStepCycle(b *testing.B) {
+	db := openDB(b, filepath.Join(b.TempDir(), "certfleet.db"))
+	defer db.Close()
+	q, err := local.New(db, "bench", local.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := b.Context()
+	msg := queue.Message{Kind: "issuance.poll", Body: []byte(`{"issue_id":"42"}`)}
+	for b.Loop() {
+		if _, err := q.Send(ctx, msg, 0); err != nil {
+			b.Fatal(err)
+		}
+		ds, err := q.Receive(ctx, 1, time.Second)
+		if err != nil || len(ds) != 1 {
+			b.Fatalf("receive: %v, %d", err, len(ds))
+		}
+		if err := q.Ack(ctx, ds[0]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "steps/s")
 }
