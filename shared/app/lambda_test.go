@@ -122,11 +122,11 @@ func TestReplayWorkerEvent(t *testing.T) {
 	var ev events.SQSEvent
 	loadEvent(t, "worker.json", &ev)
 	var ran []string
-	a.Steps.Register("demo.succeeds", func(ctx context.Context, m queue.Message) error {
+	a.Steps.Register("demo.succeeds", func(ctx context.Context, m queue.Delivery) error {
 		ran = append(ran, string(m.Body))
 		return nil
 	})
-	a.Steps.Register("demo.fails", func(ctx context.Context, m queue.Message) error {
+	a.Steps.Register("demo.fails", func(ctx context.Context, m queue.Delivery) error {
 		return errors.New("ACME server said 503")
 	})
 	resp, err := a.WorkerLambda()(context.Background(), ev)

@@ -99,7 +99,7 @@ func TestServeAnswersAndShutsDownGracefully(t *testing.T) {
 	started := make(chan struct{})
 	release := make(chan struct{})
 	finished := make(chan bool, 1)
-	a.Steps.Register("test.slow", func(ctx context.Context, m queue.Message) error {
+	a.Steps.Register("test.slow", func(ctx context.Context, m queue.Delivery) error {
 		close(started)
 		<-release
 		finished <- ctx.Err() == nil

@@ -20,11 +20,11 @@ import (
 	"github.com/certfleet/certfleet/shared/queue"
 )
 
-// Handler runs the step a message asks for. A nil error means done: the
-// message is acknowledged. An error means try again later: the message is
-// retried with backoff until the queue's MaxReceiveCount sends it to the
-// dead-letter list.
-type Handler func(ctx context.Context, m queue.Message) error
+// Handler runs the step a delivered message asks for. A nil error means
+// done: the message is acknowledged. An error means try again later: the
+// message is retried with backoff until the queue's MaxReceiveCount sends it
+// to the dead-letter list; d.Attempt lets a step tell its last try.
+type Handler func(ctx context.Context, m queue.Delivery) error
 
 // Registry maps message kinds to handlers. The zero value is empty and ready
 // to use. Register during setup; Dispatch is safe for concurrent use, also
@@ -60,7 +60,7 @@ func (r *Registry) Dispatch(ctx context.Context, d queue.Delivery) error {
 	if !ok {
 		return fmt.Errorf("worker: no handler for kind %q", d.Kind)
 	}
-	return h(ctx, d.Message)
+	return h(ctx, d)
 }
 
 // Options tunes Run.

@@ -110,19 +110,19 @@ func expectEmpty(t *testing.T, q *local.Queue) {
 
 func TestRegistry(t *testing.T) {
 	var reg worker.Registry
-	var got queue.Message
-	reg.Register("order", func(ctx context.Context, m queue.Message) error {
+	var got queue.Delivery
+	reg.Register("order", func(ctx context.Context, m queue.Delivery) error {
 		got = m
 		return nil
 	})
 	boom := errors.New("boom")
-	reg.Register("fail", func(ctx context.Context, m queue.Message) error { return boom })
+	reg.Register("fail", func(ctx context.Context, m queue.Delivery) error { return boom })
 
-	d := queue.Delivery{Message: queue.Message{ID: "1", Kind: "order", Body: []byte("b")}, Attempt: 1}
+	d := queue.Delivery{Message: queue.Message{ID: "1", Kind: "order", Body: []byte("b")}, Attempt: 3}
 	if err := reg.Dispatch(t.Context(), d); err != nil {
 		t.Fatal(err)
 	}
-	if got.ID != "1" || got.Kind != "order" || string(got.Body) != "b" {
+	if got.ID != "1" || got.Kind != "order" || string(got.Body) != "b" || got.Attempt != 3 {
 		t.Errorf("handler got %+v", got)
 	}
 	if err := reg.Dispatch(t.Context(), queue.Delivery{Message: queue.Message{Kind: "fail"}}); !errors.Is(err, boom) {
@@ -134,8 +134,8 @@ func TestRegistry(t *testing.T) {
 	}
 
 	for name, fn := range map[string]func(){
-		"duplicate":   func() { reg.Register("order", func(context.Context, queue.Message) error { return nil }) },
-		"empty kind":  func() { reg.Register("", func(context.Context, queue.Message) error { return nil }) },
+		"duplicate":   func() { reg.Register("order", func(context.Context, queue.Delivery) error { return nil }) },
+		"empty kind":  func() { reg.Register("", func(context.Context, queue.Delivery) error { return nil }) },
 		"nil handler": func() { reg.Register("x", nil) },
 	} {
 		func() {
@@ -170,7 +170,7 @@ func TestRunProcessesEachMessageOnce(t *testing.T) {
 		kinds           = map[string]int{}
 		handlerCtxAlive = true
 	)
-	h := func(ctx context.Context, m queue.Message) error {
+	h := func(ctx context.Context, m queue.Delivery) error {
 		cur := running.Add(1)
 		defer running.Add(-1)
 		for {
@@ -241,7 +241,7 @@ func TestRunRetriesFailures(t *testing.T) {
 		backoffs []int
 	)
 	var reg worker.Registry
-	reg.Register("flaky", func(ctx context.Context, m queue.Message) error {
+	reg.Register("flaky", func(ctx context.Context, m queue.Delivery) error {
 		mu.Lock()
 		defer mu.Unlock()
 		attempts[m.ID] = append(attempts[m.ID], len(attempts[m.ID])+1)
@@ -250,7 +250,7 @@ func TestRunRetriesFailures(t *testing.T) {
 		}
 		return nil
 	})
-	reg.Register("panicky", func(ctx context.Context, m queue.Message) error {
+	reg.Register("panicky", func(ctx context.Context, m queue.Delivery) error {
 		mu.Lock()
 		attempts[m.ID] = append(attempts[m.ID], len(attempts[m.ID])+1)
 		first := len(attempts[m.ID]) == 1
@@ -347,7 +347,7 @@ func TestRunGracefulStop(t *testing.T) {
 	release := make(chan struct{})
 	var ctxErr atomic.Value
 	var reg worker.Registry
-	reg.Register("block", func(ctx context.Context, m queue.Message) error {
+	reg.Register("block", func(ctx context.Context, m queue.Delivery) error {
 		started <- m.ID
 		<-release
 		ctxErr.Store(fmt.Sprint(ctx.Err()))
