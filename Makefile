@@ -37,10 +37,9 @@ lint:
 	if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-## bench: store (bolt and dynamo-on-moto) and keys benchmarks
+## bench: every benchmark: store (bolt, dynamo-on-moto), queue, keys, authentication, login, tokens
 bench: tools
-	MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server $(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem \
-		./shared/store/... ./shared/keys/... ./shared/queue/...
+	MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server $(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem ./shared/...
 
 ## build: the Lambda bootstraps into bin/<function>/bootstrap and the local server into bin/certfleet
 build:

@@ -11,10 +11,11 @@
 //   - app.Tables, the Go list of tables.
 //
 // It reduces each to the same model (tables with billing mode, attribute
-// types, key schema and indexes; queues with visibility timeout, retention and
-// redrive policy) and reports every difference. It also checks invariants of
-// the template alone: runtime and architecture, build method, least-privilege
-// policies, queue visibility against the worker timeout, retained tables.
+// types, key schema, indexes and TTL attribute; queues with visibility
+// timeout, retention and redrive policy) and reports every difference. It
+// also checks invariants of the template alone: runtime and architecture,
+// build method, least-privilege policies, queue visibility against the
+// worker timeout, retained tables.
 package localstack
 
 import (
@@ -62,7 +63,17 @@ var wantEnv = []string{
 	"CERTFLEET_ISSUANCE_DLQ_URL",
 	"CERTFLEET_KMS_KEY_ID",
 	"CERTFLEET_LOG_FORMAT",
+	"CERTFLEET_PUBLIC_URL",
+	"CERTFLEET_SMTP_HOST",
+	"CERTFLEET_SMTP_PORT",
+	"CERTFLEET_SMTP_USERNAME",
+	"CERTFLEET_SMTP_FROM",
+	"CERTFLEET_SMTP_PASSWORD_SSM",
 }
+
+// ttlAttribute is the attribute every table expires items by: the store
+// keeps an item's expiry in it (shared/store/dynamo).
+const ttlAttribute = "ttl"
 
 // CloudFormation / SQS / DynamoDB defaults for properties left out.
 const (
@@ -93,6 +104,7 @@ type tableDef struct {
 	Attrs   map[string]string // attribute name -> type (S, N, B)
 	Keys    keySchema
 	Indexes map[string]indexDef
+	TTL     string // the attribute TTL is enabled on, "" if disabled
 }
 
 type queueDef struct {
@@ -112,7 +124,8 @@ func newInfra() infra {
 }
 
 // expectedTables is what app.Tables says: keys pk/sk, index X with keys
-// Xpk/Xsk projecting ALL, every key a string, on-demand billing.
+// Xpk/Xsk projecting ALL, every key a string, on-demand billing, TTL on
+// attribute ttl.
 func expectedTables(specs []store.TableSpec) (map[string]tableDef, []string) {
 	var problems []string
 	out := map[string]tableDef{}
@@ -125,6 +138,7 @@ func expectedTables(specs []store.TableSpec) (map[string]tableDef, []string) {
 			Attrs:   map[string]string{"pk": "S", "sk": "S"},
 			Keys:    keySchema{"pk", "sk"},
 			Indexes: map[string]indexDef{},
+			TTL:     ttlAttribute,
 		}
 		for _, ix := range s.Indexes {
 			t.Attrs[ix+"pk"] = "S"
@@ -162,6 +176,9 @@ func diffTables(aName string, a map[string]tableDef, bName string, b map[string]
 		}
 		if ta.Keys != tb.Keys {
 			differ("key schema", ta.Keys, tb.Keys)
+		}
+		if ta.TTL != tb.TTL {
+			differ("time to live attribute", orNone(ta.TTL), orNone(tb.TTL))
 		}
 		for _, attr := range sortedKeys(ta.Attrs) {
 			if ta.Attrs[attr] != tb.Attrs[attr] {
@@ -513,8 +530,10 @@ func refsIn(n *yaml.Node) []string {
 }
 
 type cfnTemplate struct {
-	resources map[string]*yaml.Node // logical ID -> resource mapping
-	globalFn  *yaml.Node            // Globals.Function, may be nil
+	resources  map[string]*yaml.Node // logical ID -> resource mapping
+	parameters map[string]*yaml.Node // name -> parameter mapping
+	conditions map[string]bool       // names of Conditions
+	globalFn   *yaml.Node            // Globals.Function, may be nil
 }
 
 func parseTemplate(src []byte) (*cfnTemplate, error) {
@@ -526,13 +545,20 @@ func parseTemplate(src []byte) (*cfnTemplate, error) {
 	if root == nil || root.Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("not a mapping")
 	}
-	t := &cfnTemplate{resources: map[string]*yaml.Node{}, globalFn: get(root, "Globals", "Function")}
+	t := &cfnTemplate{resources: map[string]*yaml.Node{}, parameters: map[string]*yaml.Node{},
+		conditions: map[string]bool{}, globalFn: get(root, "Globals", "Function")}
 	res := get(root, "Resources")
 	if res == nil {
 		return nil, fmt.Errorf("no Resources")
 	}
 	for _, kv := range pairs(res) {
 		t.resources[kv[0].Value] = kv[1]
+	}
+	for _, kv := range pairs(get(root, "Parameters")) {
+		t.parameters[kv[0].Value] = kv[1]
+	}
+	for _, kv := range pairs(get(root, "Conditions")) {
+		t.conditions[kv[0].Value] = true
 	}
 	return t, nil
 }
@@ -631,6 +657,12 @@ func (t *cfnTemplate) infra() (infra, []string) {
 		if get(p, "LocalSecondaryIndexes") != nil {
 			bad("table %q: local secondary indexes are not part of the table model", name)
 		}
+		if spec := get(p, "TimeToLiveSpecification"); spec != nil {
+			attr, _ := str(get(spec, "AttributeName"))
+			if enabled, _ := str(get(spec, "Enabled")); enabled == "true" {
+				td.TTL = attr
+			}
+		}
 		out.Tables[name] = td
 	}
 
@@ -711,8 +743,10 @@ func (t *cfnTemplate) invariants() []string {
 		bad(`CERTFLEET_TABLE_PREFIX must be !Sub "${AWS::StackName}-" (table names are "${AWS::StackName}-<name>")`)
 	}
 	for _, id := range refsIn(env) {
-		if _, ok := t.resources[id]; !ok {
-			bad("Globals.Function.Environment refers to %q, which is not a resource of this template", id)
+		_, isResource := t.resources[id]
+		_, isParameter := t.parameters[id]
+		if !isResource && !isParameter {
+			bad("Globals.Function.Environment refers to %q, which is neither a resource nor a parameter of this template", id)
 		}
 	}
 	globalTimeout := defaultLambdaTimeout
@@ -807,11 +841,50 @@ func (t *cfnTemplate) invariants() []string {
 	return problems
 }
 
+// ssmParameterARN is the one resource form a policy may build from a
+// template Parameter rather than a resource: the ARN of the SSM parameter
+// that the Parameter names (with its leading slash), such as the SMTP
+// password that is created outside the stack because CloudFormation cannot
+// create SecureString parameters.
+var ssmParameterARN = regexp.MustCompile(`^arn:\$\{AWS::Partition\}:ssm:\$\{AWS::Region\}:\$\{AWS::AccountId\}:parameter\$\{([A-Za-z0-9]+)\}$`)
+
+// ssmReadActions are the actions allowed on such a parameter.
+var ssmReadActions = []string{"ssm:GetParameter", "ssm:GetParameters"}
+
+// branches expands Fn::If into both of its values, recursively, leaving
+// out AWS::NoValue; any other node is its own only branch. It reports a
+// condition that the template does not declare.
+func (t *cfnTemplate) branches(n *yaml.Node, bad func(string, ...any)) []*yaml.Node {
+	fn, arg, ok := intrinsic(n)
+	if ok && fn == "Ref" {
+		if id, _ := str(arg); id == "AWS::NoValue" {
+			return nil
+		}
+	}
+	if !ok || fn != "Fn::If" {
+		return []*yaml.Node{n}
+	}
+	parts := items(arg)
+	if len(parts) != 3 {
+		bad("Fn::If needs a condition and two values")
+		return nil
+	}
+	if cond, _ := str(parts[0]); !t.conditions[cond] {
+		bad("Fn::If names condition %q, which this template does not declare", cond)
+	}
+	return append(t.branches(parts[1], bad), t.branches(parts[2], bad)...)
+}
+
 // policyProblems checks that a function's policies name only resources of
 // this template: every statement's Resource is an intrinsic that refers to
 // resources declared here (no "*", no literal ARNs, no managed policies), and
-// no action is a wildcard. To grant access to something outside the template,
-// declare it here or widen this check on purpose.
+// no action is a wildcard. Policies and statements may be conditional
+// (Fn::If); both branches are checked. One exception, on purpose: a
+// statement that only reads SSM parameters may name one as
+// !Sub "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${P}"
+// where P is a Parameter of this template (ssmParameterARN). To grant
+// access to anything else outside the template, declare it here or widen
+// this check on purpose.
 func (t *cfnTemplate) policyProblems(fn string, policies *yaml.Node) []string {
 	var problems []string
 	bad := func(format string, args ...any) {
@@ -828,7 +901,11 @@ func (t *cfnTemplate) policyProblems(fn string, policies *yaml.Node) []string {
 			}
 		}
 	}
+	var pols []*yaml.Node
 	for _, pol := range items(policies) {
+		pols = append(pols, t.branches(pol, bad)...)
+	}
+	for _, pol := range pols {
 		if s, ok := str(pol); ok {
 			bad("managed policy %q grants access beyond this template", s)
 			continue
@@ -845,7 +922,11 @@ func (t *cfnTemplate) policyProblems(fn string, policies *yaml.Node) []string {
 			}
 			continue
 		}
-		for i, st := range items(stmts) {
+		var statements []*yaml.Node
+		for _, st := range items(stmts) {
+			statements = append(statements, t.branches(st, bad)...)
+		}
+		for i, st := range statements {
 			where := fmt.Sprintf("statement %d", i)
 			if sid, ok := str(get(st, "Sid")); ok {
 				where = "statement " + sid
@@ -853,10 +934,13 @@ func (t *cfnTemplate) policyProblems(fn string, policies *yaml.Node) []string {
 			if get(st, "NotResource") != nil || get(st, "NotAction") != nil {
 				bad("%s uses NotResource/NotAction", where)
 			}
+			var actions []string
 			for _, a := range items(get(st, "Action")) {
-				if s, _ := str(a); s == "*" || strings.HasSuffix(s, ":*") {
+				s, _ := str(a)
+				if s == "*" || strings.HasSuffix(s, ":*") {
 					bad("%s allows the wildcard action %q", where, s)
 				}
+				actions = append(actions, s)
 			}
 			res := items(get(st, "Resource"))
 			if len(res) == 0 {
@@ -866,6 +950,19 @@ func (t *cfnTemplate) policyProblems(fn string, policies *yaml.Node) []string {
 				if s, ok := str(r); ok {
 					bad("%s names %q, not a resource of this template", where, s)
 					continue
+				}
+				if sub, vars, ok := subOf(r); ok && vars == nil {
+					if m := ssmParameterARN.FindStringSubmatch(sub); m != nil {
+						if _, ok := t.parameters[m[1]]; !ok {
+							bad("%s resource names the SSM parameter of %q, which is not a parameter of this template", where, m[1])
+						}
+						for _, a := range actions {
+							if !slices.Contains(ssmReadActions, a) {
+								bad("%s allows %q on an SSM parameter named by a template parameter; only %v are allowed", where, a, ssmReadActions)
+							}
+						}
+						continue
+					}
 				}
 				checkRefs(where+" resource", r)
 			}
@@ -1307,8 +1404,29 @@ func parseInitScript(src string) (infra, []string) {
 	}
 	calls, p := awsCalls(cmds)
 	problems = append(problems, p...)
+	ttl := map[string]string{} // table -> TTL attribute, from update-time-to-live
 	for _, c := range calls {
 		switch {
+		case c.service == "dynamodb" && c.command == "update-time-to-live":
+			raw, _ := c.one("--table-name")
+			m := prefixed.FindStringSubmatch(raw)
+			if m == nil {
+				bad(`update-time-to-live: --table-name must be "${PREFIX}<name>", not %q`, raw)
+				continue
+			}
+			if _, dup := ttl[m[1]]; dup {
+				bad("table %q: time to live set twice", m[1])
+			}
+			specs, err := structs(c.flags["--time-to-live-specification"])
+			if err != nil || len(specs) != 1 {
+				bad("table %q: --time-to-live-specification must be one JSON object or shorthand word (%v)", m[1], err)
+				continue
+			}
+			ttl[m[1]] = ""
+			if specs[0]["Enabled"] == "true" {
+				ttl[m[1]] = specs[0]["AttributeName"]
+			}
+
 		case c.service == "dynamodb" && c.command == "create-table":
 			raw, _ := c.one("--table-name")
 			m := prefixed.FindStringSubmatch(raw)
@@ -1416,6 +1534,15 @@ func parseInitScript(src string) (infra, []string) {
 			out.Queues[name] = q
 		}
 	}
+	for _, name := range sortedKeys(ttl) {
+		td, ok := out.Tables[name]
+		if !ok {
+			bad("update-time-to-live of table %q, which the script does not create", name)
+			continue
+		}
+		td.TTL = ttl[name]
+		out.Tables[name] = td
+	}
 	return out, problems
 }
 
@@ -1465,6 +1592,9 @@ func TestModelsAreNotEmpty(t *testing.T) {
 			if len(td.Indexes) != len(spec.Indexes) {
 				t.Errorf("%s: table %q has %d indexes, want %d", m.src, spec.Name, len(td.Indexes), len(spec.Indexes))
 			}
+			if td.TTL != ttlAttribute {
+				t.Errorf("%s: table %q has TTL on %q, want %q", m.src, spec.Name, td.TTL, ttlAttribute)
+			}
 		}
 		q, ok := m.inf.Queues["issuance"]
 		if !ok || q.DeadLetter != "issuance-dlq" || q.MaxReceiveCount == 0 {
@@ -1486,21 +1616,28 @@ func TestDriftIsDetected(t *testing.T) {
 	}
 
 	type mutation struct {
-		name      string
-		inScript  bool   // mutate the init script instead of the template
+		name     string
+		inScript bool // mutate the init script instead of the template
+		// in limits the mutation to one block: a resource of the template
+		// (by logical ID) or a table's commands in the script (by name,
+		// from its "# <name>:" comment to the next blank line).
+		in        string
 		re, repl  string // regexp (must match exactly once) and replacement ($$ for a literal $)
 		wantMatch string // a reported problem must contain this
 	}
 	mutations := []mutation{
 		// template.yaml: tables
-		{name: "template index projection", re: `ProjectionType: ALL`, repl: `ProjectionType: KEYS_ONLY`, wantMatch: `index "gsi1" projection`},
-		{name: "template attribute type", re: `(AttributeName: gsi1sk\s+AttributeType:) S`, repl: `$1 N`, wantMatch: `attribute "gsi1sk" type`},
-		{name: "template range key", re: `(AttributeName: sk\s+KeyType:) RANGE`, repl: `$1 HASH`, wantMatch: `key schema`},
-		{name: "template index renamed", re: `IndexName: gsi1\b`, repl: `IndexName: gsi2`, wantMatch: `index "gsi2"`},
-		{name: "template index key", re: `(AttributeName: gsi1pk\s+KeyType:) HASH`, repl: `$1 RANGE`, wantMatch: `index "gsi1" key schema`},
-		{name: "template billing", re: `BillingMode: PAY_PER_REQUEST`, repl: `BillingMode: PROVISIONED`, wantMatch: `billing mode`},
+		{name: "template index projection", in: "MetaTable", re: `ProjectionType: ALL`, repl: `ProjectionType: KEYS_ONLY`, wantMatch: `index "gsi1" projection`},
+		{name: "template attribute type", in: "MetaTable", re: `(AttributeName: gsi1sk\s+AttributeType:) S`, repl: `$1 N`, wantMatch: `attribute "gsi1sk" type`},
+		{name: "template range key", in: "MetaTable", re: `(AttributeName: sk\s+KeyType:) RANGE`, repl: `$1 HASH`, wantMatch: `key schema`},
+		{name: "template index renamed", in: "MetaTable", re: `IndexName: gsi1\b`, repl: `IndexName: gsi2`, wantMatch: `index "gsi2"`},
+		{name: "template index key", in: "MetaTable", re: `(AttributeName: gsi1pk\s+KeyType:) HASH`, repl: `$1 RANGE`, wantMatch: `index "gsi1" key schema`},
+		{name: "template billing", in: "MetaTable", re: `BillingMode: PAY_PER_REQUEST`, repl: `BillingMode: PROVISIONED`, wantMatch: `billing mode`},
 		{name: "template table renamed", re: `\$\{AWS::StackName\}-meta"`, repl: `$${AWS::StackName}-metadata"`, wantMatch: `table "metadata"`},
-		{name: "template PITR off", re: `PointInTimeRecoveryEnabled: true`, repl: `PointInTimeRecoveryEnabled: false`, wantMatch: `point-in-time`},
+		{name: "template PITR off", in: "MetaTable", re: `PointInTimeRecoveryEnabled: true`, repl: `PointInTimeRecoveryEnabled: false`, wantMatch: `point-in-time`},
+		{name: "template TTL attribute", in: "MetaTable", re: `(TimeToLiveSpecification:\s+AttributeName:) ttl`, repl: `$1 expires`, wantMatch: `table "meta": time to live attribute is expires in template.yaml but ttl in init script`},
+		{name: "template TTL disabled", in: "RatelimitTable", re: `(TimeToLiveSpecification:\s+AttributeName: ttl\s+Enabled:) true`, repl: `$1 false`, wantMatch: `table "ratelimit": time to live attribute is (none) in template.yaml but ttl in init script`},
+		{name: "template TTL dropped", in: "IdentityTable", re: `      TimeToLiveSpecification:\n.*\n.*\n`, repl: ``, wantMatch: `table "identity": time to live attribute is ttl in app.Tables but (none) in template.yaml`},
 		{name: "template table not retained", re: `(MetaTable:\s+Type: AWS::DynamoDB::Table\s+)DeletionPolicy: Retain`, repl: `${1}DeletionPolicy: Delete`, wantMatch: `DeletionPolicy`},
 		// template.yaml: queues
 		{name: "template visibility", re: `VisibilityTimeout: 360`, repl: `VisibilityTimeout: 400`, wantMatch: `visibility timeout is 400`},
@@ -1516,25 +1653,36 @@ func TestDriftIsDetected(t *testing.T) {
 		{name: "build method", re: `(HealthFunction:\s+Type: AWS::Serverless::Function\s+Metadata:\s+BuildMethod:) makefile`, repl: `$1 go1.x`, wantMatch: `BuildMethod`},
 		{name: "env var renamed", re: `CERTFLEET_ISSUANCE_DLQ_URL:`, repl: `CERTFLEET_DLQ_URL:`, wantMatch: `lacks CERTFLEET_ISSUANCE_DLQ_URL`},
 		{name: "policy names a missing resource", re: `(Sid: ReadMeta[\s\S]*?)!GetAtt MetaTable\.Arn`, repl: `${1}!GetAtt AuditTable.Arn`, wantMatch: `"AuditTable", which is not a resource`},
-		{name: "policy wildcard resource", re: `- !Sub "\$\{MetaTable\.Arn\}/index/\*"`, repl: `- "*"`, wantMatch: `names "*"`},
+		{name: "policy wildcard resource", in: "WorkerFunction", re: `- !Sub "\$\{MetaTable\.Arn\}/index/\*"`, repl: `- "*"`, wantMatch: `names "*"`},
 		{name: "policy wildcard action", re: `- kms:DescribeKey`, repl: `- kms:*`, wantMatch: `wildcard action`},
+		{name: "auth policy names a missing table", in: "AuthFunction", re: `!GetAtt RatelimitTable\.Arn`, repl: `!GetAtt RateLimitsTable.Arn`, wantMatch: `"RateLimitsTable", which is not a resource`},
+		{name: "env var dropped", re: `CERTFLEET_PUBLIC_URL:`, repl: `CERTFLEET_BASE_URL:`, wantMatch: `lacks CERTFLEET_PUBLIC_URL`},
+		{name: "env names a missing parameter", re: `!Ref SmtpHost\b`, repl: `!Ref SmtpServer`, wantMatch: `refers to "SmtpServer", which is neither a resource nor a parameter`},
+		{name: "SSM parameter widened", in: "AuthFunction", re: `parameter\$\{SmtpPasswordParameter\}`, repl: `parameter/*`, wantMatch: `statement SmtpPassword resource names no resource of this template`},
+		{name: "SSM parameter not a parameter", in: "AuthFunction", re: `parameter\$\{SmtpPasswordParameter\}`, repl: `parameter$${SmtpPassword}`, wantMatch: `SSM parameter of "SmtpPassword", which is not a parameter`},
+		{name: "SSM parameter written", in: "AuthFunction", re: `- ssm:GetParameter`, repl: `- ssm:PutParameter`, wantMatch: `allows "ssm:PutParameter" on an SSM parameter`},
+		{name: "SSM parameter without its condition", in: "AuthFunction", re: `- HasSmtpPasswordParameter`, repl: `- HasSmtpPassword`, wantMatch: `condition "HasSmtpPassword", which this template does not declare`},
 		{name: "worker without batch item failures", re: `- ReportBatchItemFailures`, repl: `[]`, wantMatch: `batch item failures`},
 
 		// init script: tables
-		{name: "script index projection", inScript: true, re: `"ProjectionType": "ALL"`, repl: `"ProjectionType": "KEYS_ONLY"`, wantMatch: `index "gsi1" projection`},
-		{name: "script attribute type", inScript: true, re: `AttributeName=gsi1sk,AttributeType=S`, repl: `AttributeName=gsi1sk,AttributeType=N`, wantMatch: `attribute "gsi1sk" type`},
-		{name: "script range key dropped", inScript: true, re: ` AttributeName=sk,KeyType=RANGE`, repl: ``, wantMatch: `key schema`},
-		{name: "script index renamed", inScript: true, re: `"IndexName": "gsi1"`, repl: `"IndexName": "by_owner"`, wantMatch: `index "by_owner"`},
-		{name: "script billing", inScript: true, re: `--billing-mode PAY_PER_REQUEST`, repl: `--billing-mode PROVISIONED`, wantMatch: `billing mode`},
-		{name: "script table renamed", inScript: true, re: `--table-name "\$\{PREFIX\}meta"`, repl: `--table-name "$${PREFIX}meta2"`, wantMatch: `table "meta2"`},
-		{name: "script table dropped", inScript: true, re: `(\|\|\s+)awslocal dynamodb create-table`, repl: `${1}echo dynamodb create-table`, wantMatch: `table "meta" is in template.yaml but not in init script`},
+		{name: "script index projection", in: "meta", inScript: true, re: `"ProjectionType": "ALL"`, repl: `"ProjectionType": "KEYS_ONLY"`, wantMatch: `index "gsi1" projection`},
+		{name: "script attribute type", in: "meta", inScript: true, re: `AttributeName=gsi1sk,AttributeType=S`, repl: `AttributeName=gsi1sk,AttributeType=N`, wantMatch: `attribute "gsi1sk" type`},
+		{name: "script range key dropped", in: "meta", inScript: true, re: ` AttributeName=sk,KeyType=RANGE`, repl: ``, wantMatch: `key schema`},
+		{name: "script index renamed", in: "meta", inScript: true, re: `"IndexName": "gsi1"`, repl: `"IndexName": "by_owner"`, wantMatch: `index "by_owner"`},
+		{name: "script billing", in: "meta", inScript: true, re: `--billing-mode PAY_PER_REQUEST`, repl: `--billing-mode PROVISIONED`, wantMatch: `billing mode`},
+		{name: "script table renamed", in: "meta", inScript: true, re: `(create-table \\\s+)--table-name "\$\{PREFIX\}meta"`, repl: `$1--table-name "$${PREFIX}meta2"`, wantMatch: `table "meta2"`},
+		{name: "script table dropped", in: "meta", inScript: true, re: `(table_exists "\$\{PREFIX\}meta" \|\|\s+)awslocal dynamodb create-table`, repl: `${1}echo dynamodb create-table`, wantMatch: `table "meta" is in template.yaml but not in init script`},
+		{name: "script TTL disabled", in: "ratelimit", inScript: true, re: `Enabled=true`, repl: `Enabled=false`, wantMatch: `table "ratelimit": time to live attribute is ttl in template.yaml but (none) in init script`},
+		{name: "script TTL attribute", in: "identity", inScript: true, re: `AttributeName=ttl`, repl: `AttributeName=expires_at`, wantMatch: `table "identity": time to live attribute is ttl in template.yaml but expires_at in init script`},
+		{name: "script TTL dropped", in: "meta", inScript: true, re: `(ttl_enabled "\$\{PREFIX\}meta" \|\|\s+)awslocal dynamodb update-time-to-live`, repl: `${1}echo dynamodb update-time-to-live`, wantMatch: `table "meta": time to live attribute is ttl in template.yaml but (none) in init script`},
+		{name: "script TTL of another table", in: "meta", inScript: true, re: `(update-time-to-live \\\s+--table-name "\$\{PREFIX\})meta"`, repl: `${1}metta"`, wantMatch: `update-time-to-live of table "metta", which the script does not create`},
 		// init script: queues
 		{name: "script visibility", inScript: true, re: `"VisibilityTimeout": "360"`, repl: `"VisibilityTimeout": "30"`, wantMatch: `visibility timeout is 360 in template.yaml but 30`},
 		{name: "script maxReceiveCount", inScript: true, re: `\\"maxReceiveCount\\": \\"5\\"`, repl: `\"maxReceiveCount\": \"4\"`, wantMatch: `maxReceiveCount is 5 in template.yaml but 4`},
 		{name: "script DLQ retention", inScript: true, re: `"MessageRetentionPeriod": "1209600"`, repl: `"MessageRetentionPeriod": "86400"`, wantMatch: `message retention period`},
 		{name: "script redrive target", inScript: true, re: `queue_arn "\$\{PREFIX\}issuance-dlq"\)"'`, repl: `queue_arn "$${PREFIX}issuance-dead")"'`, wantMatch: `dead-letter queue`},
 		{name: "script queue renamed", inScript: true, re: `--queue-name "\$\{PREFIX\}issuance"`, repl: `--queue-name "$${PREFIX}issue"`, wantMatch: `queue "issuance" is in template.yaml but not in init script`},
-		{name: "script stray quote", inScript: true, re: `'\[\n`, repl: "'[\n'", wantMatch: `init script:`},
+		{name: "script stray quote", in: "meta", inScript: true, re: `'\[\n`, repl: "'[\n'", wantMatch: `init script:`},
 	}
 	for _, m := range mutations {
 		t.Run(m.name, func(t *testing.T) {
@@ -1543,10 +1691,22 @@ func TestDriftIsDetected(t *testing.T) {
 			if m.inScript {
 				src = script
 			}
-			if n := len(re.FindAllStringIndex(src, -1)); n != 1 {
-				t.Fatalf("mutation pattern %q matches %d times, want 1", m.re, n)
+			start, end := 0, len(src)
+			if m.in != "" {
+				block := regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(m.in) + `:\n(?:(?: {4}.*)?\n)*`)
+				if m.inScript {
+					block = regexp.MustCompile(`(?m)^# ` + regexp.QuoteMeta(m.in) + `: .*\n(?:.+\n)*`)
+				}
+				loc := block.FindAllStringIndex(src, -1)
+				if len(loc) != 1 {
+					t.Fatalf("block %q found %d times, want 1", m.in, len(loc))
+				}
+				start, end = loc[0][0], loc[0][1]
 			}
-			mutated := re.ReplaceAllString(src, m.repl)
+			if n := len(re.FindAllStringIndex(src[start:end], -1)); n != 1 {
+				t.Fatalf("mutation pattern %q matches %d times in %q, want 1", m.re, n, orNone(m.in))
+			}
+			mutated := src[:start] + re.ReplaceAllString(src[start:end], m.repl) + src[end:]
 			tplIn, scriptIn := tpl, script
 			if m.inScript {
 				scriptIn = mutated
@@ -1582,6 +1742,22 @@ func TestDriftIsDetected(t *testing.T) {
 		for _, w := range want {
 			if !slices.ContainsFunc(problems, func(p string) bool { return strings.Contains(p, w) }) {
 				t.Errorf("no problem mentions %q; got %v", w, problems)
+			}
+		}
+	})
+	t.Run("both files drop TTL", func(t *testing.T) {
+		noTTL := regexp.MustCompile(`(?m)^      TimeToLiveSpecification:\n.*\n.*\n`).ReplaceAllString(tpl, "")
+		noTTLScript := regexp.MustCompile(`(?m)^ttl_enabled .*\n(?:  .*\n)*`).ReplaceAllString(script, "")
+		if noTTL == tpl || noTTLScript == script {
+			t.Fatal("TTL patterns matched nothing")
+		}
+		problems := driftProblems([]byte(noTTL), []byte(noTTLScript), app.Tables)
+		for _, spec := range app.Tables {
+			for _, src := range []string{templateSrc, scriptSrc} {
+				w := fmt.Sprintf(`table %q: time to live attribute is ttl in app.Tables but (none) in %s`, spec.Name, src)
+				if !slices.ContainsFunc(problems, func(p string) bool { return strings.Contains(p, w) }) {
+					t.Errorf("no problem mentions %q; got %v", w, problems)
+				}
 			}
 		}
 	})

@@ -4,20 +4,26 @@
 //
 //	certfleet serve                      run the server (the default)
 //	certfleet dead-letters list|redrive  inspect or redrive the issuance dead-letter list
+//	certfleet admin create-user ...      create an (administrator) account
 //	certfleet version                    print the version
 package main
 
 import (
+	"bufio"
 	"context"
+	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/certfleet/certfleet/shared/app"
 	"github.com/certfleet/certfleet/shared/config"
+	"github.com/certfleet/certfleet/shared/identity"
 )
 
 const usage = `usage: certfleet [serve | dead-letters list|redrive | version]
@@ -27,6 +33,11 @@ const usage = `usage: certfleet [serve | dead-letters list|redrive | version]
   dead-letters list      show the issuance messages that failed too often
   dead-letters redrive   put them back on the issuance queue
                          (both need the server stopped: it holds the data file)
+  admin create-user --email E [--username U] [--name N] [--admin] [--aws]
+                         create an active account; the password is read
+                         from stdin; --aws writes to the cloud shape's
+                         tables (AWS credentials and the function's
+                         environment needed) instead of ./data
   version                print the version`
 
 func main() {
@@ -40,6 +51,8 @@ func main() {
 		err = serve()
 	case "dead-letters":
 		err = deadLetters(os.Args[2:])
+	case "admin":
+		err = admin(os.Args[2:], os.Stdin)
 	case "version":
 		fmt.Println(app.Version)
 	case "-h", "--help", "help":
@@ -108,4 +121,42 @@ func openLocal(ctx context.Context) (*app.App, error) {
 		return nil, err
 	}
 	return app.Local(ctx, cfg)
+}
+
+// admin runs the administration subcommands.
+func admin(args []string, stdin io.Reader) error {
+	if len(args) == 0 || args[0] != "create-user" {
+		return fmt.Errorf("usage: certfleet admin create-user --email E [--username U] [--name N] [--admin] [--aws]")
+	}
+	fs := flag.NewFlagSet("admin create-user", flag.ContinueOnError)
+	email := fs.String("email", "", "the account's email address")
+	username := fs.String("username", "", "optional user name")
+	name := fs.String("name", "", "optional display name")
+	isAdmin := fs.Bool("admin", false, "give the account the admin role")
+	useAWS := fs.Bool("aws", false, "create it in the cloud shape's tables")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	password, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && err != io.EOF {
+		return fmt.Errorf("read the password from stdin: %w", err)
+	}
+	ctx := context.Background()
+	var a *app.App
+	if *useAWS {
+		a, err = app.Lambda(ctx)
+	} else {
+		a, err = openLocal(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	u, err := a.Identity.Register(ctx, identity.Registration{Email: *email, Username: *username, Name: *name,
+		Password: strings.TrimRight(password, "\r\n"), Admin: *isAdmin, Active: true})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("created user %d <%s> roles=%v\n", u.ID, u.Email, u.Roles)
+	return nil
 }

@@ -14,6 +14,9 @@ import (
 
 	"github.com/certfleet/certfleet/shared/config"
 	"github.com/certfleet/certfleet/shared/httpapi"
+	"github.com/certfleet/certfleet/shared/identity"
+	"github.com/certfleet/certfleet/shared/identity/devicetoken"
+	"github.com/certfleet/certfleet/shared/identity/passkey"
 	"github.com/certfleet/certfleet/shared/keys"
 	"github.com/certfleet/certfleet/shared/queue"
 	"github.com/certfleet/certfleet/shared/schedule"
@@ -37,8 +40,19 @@ type App struct {
 	Sealer keys.Sealer
 	// Steps maps message kinds to the step handlers the worker runs.
 	Steps *worker.Registry
+	// Identity is users, sessions and API keys; Guard authenticates and
+	// authorizes every user-scoped route with it.
+	Identity *identity.Service
+	Guard    *httpapi.Guard
+	// DeviceTokens issues and verifies device agents' JWTs.
+	DeviceTokens *devicetoken.Service
+	// Passkeys is WebAuthn registration, login and step-up.
+	Passkeys *passkey.Service
 
 	closers []func() error
+	// purgeExpired reclaims expired items; only the embedded store needs
+	// it (DynamoDB's TTL deletes them itself).
+	purgeExpired func(context.Context, time.Time) (int, error)
 }
 
 // Close releases what the app opened, in reverse order.
@@ -55,7 +69,7 @@ func (a *App) Close() error {
 
 // Groups is every route group, in mount order.
 func (a *App) Groups() []httpapi.Group {
-	return []httpapi.Group{a.healthGroup()}
+	return []httpapi.Group{a.healthGroup(), a.authGroup()}
 }
 
 // Handler serves every route group on one router (the local shape).
@@ -68,6 +82,11 @@ func (a *App) HealthHandler() http.Handler {
 	return httpapi.Wrap(httpapi.NewRouter(a.healthGroup()), a.Log)
 }
 
+// AuthHandler serves the auth route group alone (its Lambda function).
+func (a *App) AuthHandler() http.Handler {
+	return httpapi.Wrap(httpapi.NewRouter(a.authGroup()), a.Log)
+}
+
 func (a *App) healthGroup() httpapi.Group {
 	return httpapi.HealthGroup(Version, map[string]httpapi.Check{
 		"store": a.Store.Ping,
@@ -75,14 +94,16 @@ func (a *App) healthGroup() httpapi.Group {
 	})
 }
 
-// DeadLetterWatchInterval is how often the local scheduler looks at the
-// issuance queue's dead-letter list.
-const DeadLetterWatchInterval = 5 * time.Minute
+// Intervals of the local scheduler's jobs.
+const (
+	DeadLetterWatchInterval = 5 * time.Minute
+	PurgeExpiredInterval    = 10 * time.Minute
+)
 
 // Jobs is every periodic job. In the cloud shape the DLQ depth alarm
-// (infra/) plays the dead-letter watch.
+// (infra/) plays the dead-letter watch and DynamoDB's TTL the purge.
 func (a *App) Jobs() []schedule.Job {
-	return []schedule.Job{{
+	jobs := []schedule.Job{{
 		Name:  "dead-letter-watch",
 		Every: DeadLetterWatchInterval,
 		Run: func(ctx context.Context) error {
@@ -97,6 +118,20 @@ func (a *App) Jobs() []schedule.Job {
 			return nil
 		},
 	}}
+	if a.purgeExpired != nil {
+		jobs = append(jobs, schedule.Job{
+			Name:  "purge-expired",
+			Every: PurgeExpiredInterval,
+			Run: func(ctx context.Context) error {
+				n, err := a.purgeExpired(ctx, time.Now())
+				if n > 0 {
+					a.Log.Debug("purged expired items", "count", n)
+				}
+				return err
+			},
+		})
+	}
+	return jobs
 }
 
 func newLogger(cfg config.Config) *slog.Logger {

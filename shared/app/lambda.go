@@ -7,10 +7,12 @@ import (
 	"os"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	awskms "github.com/aws/aws-sdk-go-v2/service/kms"
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
 
 	"github.com/certfleet/certfleet/shared/config"
@@ -24,8 +26,8 @@ import (
 // Lambda builds the AWS shape from the environment: DynamoDB tables named
 // CERTFLEET_TABLE_PREFIX + table, the SQS issuance queue and its DLQ, and a
 // KMS key. AWS endpoints and credentials come from the SDK's standard
-// sources (so AWS_ENDPOINT_URL points it at LocalStack or moto). No network
-// call is made here.
+// sources (so AWS_ENDPOINT_URL points it at LocalStack or moto). The only
+// network call here reads the SMTP password from SSM, when one is set.
 func Lambda(ctx context.Context) (*App, error) {
 	cfg, err := config.Load(config.Lambda, os.Getenv)
 	if err != nil {
@@ -35,14 +37,39 @@ func Lambda(ctx context.Context) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("app: AWS configuration: %w", err)
 	}
-	return &App{
+	a := &App{
 		Config: cfg,
 		Log:    newLogger(cfg),
 		Store:  dynamo.New(dynamodb.NewFromConfig(awsCfg), cfg.TablePrefix, Tables),
 		Queue:  sqs.New(awssqs.NewFromConfig(awsCfg), cfg.IssuanceQueueURL, cfg.IssuanceDLQURL),
 		Sealer: keys.NewEnvelope(kms.New(awskms.NewFromConfig(awsCfg), cfg.KMSKeyID)),
 		Steps:  &worker.Registry{},
-	}, nil
+	}
+	password, err := smtpPassword(ctx, awsCfg, cfg.SMTP.PasswordSSM)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMailer(cfg, a, password)
+	if err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	if err := a.wireIdentity(m); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// smtpPassword reads the mail server password from its SSM SecureString,
+// once per cold start; no parameter, no password.
+func smtpPassword(ctx context.Context, awsCfg aws.Config, name string) (string, error) {
+	if name == "" {
+		return "", nil
+	}
+	out, err := ssm.NewFromConfig(awsCfg).GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String(name), WithDecryption: aws.Bool(true)})
+	if err != nil {
+		return "", fmt.Errorf("app: read the SMTP password from SSM parameter %s: %w", name, err)
+	}
+	return aws.ToString(out.Parameter.Value), nil
 }
 
 // HTTPHandlerFunc is what an HTTP Lambda function starts: API Gateway HTTP

@@ -39,7 +39,9 @@ func Local(ctx context.Context, cfg config.Config) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
-	a := &App{Config: cfg, Log: newLogger(cfg), Store: bolt.New(db), Sealer: keys.NewEnvelope(wrapper), Steps: &worker.Registry{}}
+	st := bolt.New(db)
+	a := &App{Config: cfg, Log: newLogger(cfg), Store: st, Sealer: keys.NewEnvelope(wrapper), Steps: &worker.Registry{},
+		purgeExpired: st.PurgeExpired}
 	a.closers = append(a.closers, db.Close)
 	a.Queue, err = queuelocal.New(db, IssuanceQueue, queuelocal.Options{
 		Visibility: cfg.QueueVisibility, MaxReceiveCount: cfg.QueueMaxReceives,
@@ -47,6 +49,15 @@ func Local(ctx context.Context, cfg config.Config) (*App, error) {
 	if err != nil {
 		a.Close()
 		return nil, fmt.Errorf("app: %w", err)
+	}
+	m, err := newMailer(cfg, a, cfg.SMTP.Password)
+	if err != nil {
+		a.Close()
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	if err := a.wireIdentity(m); err != nil {
+		a.Close()
+		return nil, err
 	}
 	if fresh {
 		a.Log.Info("created a new data directory; back up the master key with it",

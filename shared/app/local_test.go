@@ -159,3 +159,22 @@ func TestServeAnswersAndShutsDownGracefully(t *testing.T) {
 		t.Fatalf("finished step's message redelivered: %v, %v", got, err)
 	}
 }
+
+func TestLocalJobsRun(t *testing.T) {
+	ctx := context.Background()
+	a, err := app.Local(ctx, localConfig(t, t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	var names []string
+	for _, j := range a.Jobs() {
+		names = append(names, j.Name)
+		if err := j.Run(ctx); err != nil {
+			t.Errorf("job %s: %v", j.Name, err)
+		}
+	}
+	if strings.Join(names, ",") != "dead-letter-watch,purge-expired" {
+		t.Fatalf("local jobs = %v", names)
+	}
+}

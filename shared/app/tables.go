@@ -11,4 +11,11 @@ import "github.com/certfleet/certfleet/shared/store"
 var Tables = []store.TableSpec{
 	// meta holds id counters and other small control records.
 	{Name: "meta", Indexes: []string{"gsi1"}},
+	// identity holds users, their unique emails and names, sessions, API
+	// keys, one-time tokens, device refresh tokens and the token signing
+	// key; gsi1 lists a user's keys and all users for admins.
+	{Name: "identity", Indexes: []string{"gsi1"}},
+	// ratelimit holds fixed-window request and login-failure counters,
+	// which expire.
+	{Name: "ratelimit"},
 }

@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -41,6 +43,23 @@ type Config struct {
 	QueueVisibility   time.Duration
 	QueueMaxReceives  int
 	ShutdownTimeout   time.Duration
+	PublicURL         string
+	SessionCookie     string
+	RateLimit         int
+	SMTP              SMTP
+}
+
+// SMTP is the mail server; an empty Host means none (the local shape then
+// writes mail to an outbox folder under the data directory).
+type SMTP struct {
+	Host     string
+	Port     int
+	Username string
+	// Password is read from the environment in the local shape; in the
+	// Lambda shape PasswordSSM names the SSM SecureString that holds it.
+	Password    string
+	PasswordSSM string
+	From        string
 }
 
 // Var documents one environment variable.
@@ -107,14 +126,60 @@ var Vars = []Var{
 		c.ShutdownTimeout, err = durationIn(v, 0, 10*time.Minute)
 		return
 	}},
+	{"CERTFLEET_PUBLIC_URL", "http://localhost:$PORT", "base URL people reach certfleet at: links in mails, and the session cookie is Secure when it is https", func(c *Config, v string) error {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return errors.New("must be an http or https URL without a path, such as https://certs.example.com")
+		}
+		c.PublicURL = strings.TrimSuffix(v, "/")
+		return nil
+	}},
+	{"CERTFLEET_SESSION_COOKIE", "cjj365", "name of the session cookie", func(c *Config, v string) error {
+		if !cookieName.MatchString(v) {
+			return errors.New("must be 1..64 letters, digits, '-' or '_'")
+		}
+		c.SessionCookie = v
+		return nil
+	}},
+	{"CERTFLEET_RATE_LIMIT", "100", "requests per minute per session, API key or anonymous address (1..100000)", func(c *Config, v string) (err error) {
+		c.RateLimit, err = intIn(v, 1, 100000)
+		return
+	}},
+	{"CERTFLEET_SMTP_HOST", "", "mail server for activation and reset mails; empty: the local shape writes them to $CERTFLEET_DATA/outbox", func(c *Config, v string) error {
+		c.SMTP.Host = v
+		return nil
+	}},
+	{"CERTFLEET_SMTP_PORT", "587", "mail server port: 587 (STARTTLS) or 465 (TLS); 25 only to a loopback relay", func(c *Config, v string) (err error) {
+		c.SMTP.Port, err = intIn(v, 1, 65535)
+		return
+	}},
+	{"CERTFLEET_SMTP_USERNAME", "", "mail server login", func(c *Config, v string) error {
+		c.SMTP.Username = v
+		return nil
+	}},
+	{"CERTFLEET_SMTP_PASSWORD", "", "local: mail server password", func(c *Config, v string) error {
+		c.SMTP.Password = v
+		return nil
+	}},
+	{"CERTFLEET_SMTP_PASSWORD_SSM", "", "lambda: name of the SSM SecureString parameter holding the mail server password", func(c *Config, v string) error {
+		c.SMTP.PasswordSSM = v
+		return nil
+	}},
+	{"CERTFLEET_SMTP_FROM", "certfleet@localhost", "sender address of certfleet's mails", func(c *Config, v string) error {
+		c.SMTP.From = v
+		return nil
+	}},
 }
+
+var cookieName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // Load reads the configuration for shape through getenv (os.Getenv in
 // production). It reports every bad variable at once.
 func Load(shape Shape, getenv func(string) string) (Config, error) {
 	c := Config{Shape: shape, LogFormat: "text", TablePrefix: "certfleet-", DataDir: "./data",
 		Port: 8080, WorkerConcurrency: 4, QueueVisibility: time.Minute, QueueMaxReceives: 5,
-		ShutdownTimeout: 30 * time.Second}
+		ShutdownTimeout: 30 * time.Second, SessionCookie: "cjj365", RateLimit: 100,
+		SMTP: SMTP{Port: 587, From: "certfleet@localhost"}}
 	if shape == Lambda {
 		c.LogFormat = "json"
 	}
@@ -127,6 +192,9 @@ func Load(shape Shape, getenv func(string) string) (Config, error) {
 		if err := v.set(&c, raw); err != nil {
 			errs = append(errs, fmt.Errorf("%s=%q: %v", v.Name, raw, err))
 		}
+	}
+	if c.PublicURL == "" {
+		c.PublicURL = "http://localhost:" + strconv.Itoa(c.Port)
 	}
 	if c.MasterKeyFile == "" {
 		c.MasterKeyFile = filepath.Join(c.DataDir, "master.key")

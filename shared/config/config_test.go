@@ -38,6 +38,26 @@ func TestValuesAreParsed(t *testing.T) {
 	}
 }
 
+func TestPublicURL(t *testing.T) {
+	c, err := config.Load(config.Local, env(map[string]string{"PORT": "9000"}))
+	if err != nil || c.PublicURL != "http://localhost:9000" || c.SessionCookie != "cjj365" || c.RateLimit != 100 {
+		t.Fatalf("defaults follow PORT: %+v, %v", c, err)
+	}
+	c, err = config.Load(config.Local, env(map[string]string{"CERTFLEET_PUBLIC_URL": "https://certs.example.com/"}))
+	if err != nil || c.PublicURL != "https://certs.example.com" {
+		t.Fatalf("public URL: %q, %v", c.PublicURL, err)
+	}
+	for _, bad := range []string{"certs.example.com", "ftp://x", "https://x/app", "https://"} {
+		if _, err := config.Load(config.Local, env(map[string]string{"CERTFLEET_PUBLIC_URL": bad})); err == nil ||
+			!strings.Contains(err.Error(), "CERTFLEET_PUBLIC_URL") {
+			t.Errorf("%q accepted: %v", bad, err)
+		}
+	}
+	if _, err := config.Load(config.Local, env(map[string]string{"CERTFLEET_SESSION_COOKIE": "a b"})); err == nil {
+		t.Error("a cookie name with a space was accepted")
+	}
+}
+
 func TestBadValuesNameTheVariable(t *testing.T) {
 	_, err := config.Load(config.Local, env(map[string]string{
 		"PORT": "eighty", "CERTFLEET_LOG_FORMAT": "xml", "CERTFLEET_QUEUE_VISIBILITY": "10", "CERTFLEET_LOG_LEVEL": "loud",

@@ -100,13 +100,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // EndpointFunc handles one request and returns the status and data for the
-// success envelope, or an error for the failure envelope.
-type EndpointFunc func(r *http.Request) (status int, data any, err error)
+// success envelope, or an error for the failure envelope. It may set
+// headers and cookies on w but writes no body.
+type EndpointFunc func(w http.ResponseWriter, r *http.Request) (status int, data any, err error)
 
 // Endpoint adapts an EndpointFunc to an http.Handler in the cert-ctrl envelope.
 func Endpoint(fn EndpointFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		status, data, err := fn(r)
+		status, data, err := fn(w, r)
 		if err != nil {
 			WriteError(w, r, err)
 			return

@@ -34,26 +34,26 @@ func server(t *testing.T) (http.Handler, *bytes.Buffer) {
 	var logBuf bytes.Buffer
 	log := slog.New(slog.NewJSONHandler(&logBuf, nil))
 	group := httpapi.Group{Name: "test", Routes: []httpapi.Route{
-		{Method: "POST", Path: "/echo", Handler: httpapi.Endpoint(func(r *http.Request) (int, any, error) {
+		{Method: "POST", Path: "/echo", Handler: httpapi.Endpoint(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
 			var b echoBody
 			if err := httpapi.DecodeJSON(r, &b); err != nil {
 				return 0, nil, err
 			}
 			return http.StatusCreated, b, nil
 		})},
-		{Method: "GET", Path: "/items/{id}", Handler: httpapi.Endpoint(func(r *http.Request) (int, any, error) {
+		{Method: "GET", Path: "/items/{id}", Handler: httpapi.Endpoint(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
 			if r.PathValue("id") == "missing" {
 				return 0, nil, apperr.New(apperr.NotFound, "item %s not found", r.PathValue("id"))
 			}
 			return http.StatusOK, map[string]string{"id": r.PathValue("id")}, nil
 		})},
-		{Method: "DELETE", Path: "/items/{id}", Handler: httpapi.Endpoint(func(r *http.Request) (int, any, error) {
+		{Method: "DELETE", Path: "/items/{id}", Handler: httpapi.Endpoint(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
 			return http.StatusNoContent, nil, nil
 		})},
 		{Method: "GET", Path: "/panic", Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
 			panic("secret detail 42")
 		})},
-		{Method: "GET", Path: "/fail", Handler: httpapi.Endpoint(func(r *http.Request) (int, any, error) {
+		{Method: "GET", Path: "/fail", Handler: httpapi.Endpoint(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
 			return 0, nil, errors.New("database password=hunter2 rejected")
 		})},
 	}}

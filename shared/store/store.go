@@ -7,6 +7,11 @@
 // deletes and transactions compare against that version, which is how callers
 // get optimistic concurrency.
 //
+// Items and counters may expire (Item.ExpiresAt, Increment's expiresAt): from
+// its expiry on, an item reads as absent everywhere (Get, Query, conditions)
+// although an adapter may keep it for a while before deleting it. Expiry has
+// whole-second precision; see Item.ExpiresAt.
+//
 // Adapters: store/bolt (embedded bbolt) and store/dynamo (DynamoDB). Both pass
 // the conformance suite in store/storetest; ownership and permission rules
 // live above this port, never in an adapter.
@@ -17,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Errors returned by every adapter; callers test them with errors.Is.
@@ -27,7 +33,8 @@ var (
 	// not hold. Nothing was written.
 	ErrConditionFailed = errors.New("store: condition failed")
 	// ErrInvalid: a malformed request (empty key, key or value too large,
-	// too many transaction writes, unknown cursor). Nothing was written.
+	// expiry before 1970, too many transaction writes, unknown cursor).
+	// Nothing was written.
 	ErrInvalid = errors.New("store: invalid request")
 )
 
@@ -70,6 +77,17 @@ type Item struct {
 	// Index queries may lag a write (DynamoDB's are eventually
 	// consistent): enforce uniqueness with a transaction, never an index.
 	Indexes map[string]IndexKey
+	// ExpiresAt is when the item expires; the zero time means never. The
+	// store keeps it in whole seconds, rounding up (ExpiryUnix): Put and
+	// reads return the stored second (ExpiryTime, in UTC). From that second
+	// on the item is expired: Get returns ErrNotFound, Query skips it, and
+	// every condition treats it as absent, so IfAbsent holds over it,
+	// IfExists and IfVersion fail, and a put over it starts again at
+	// version 1. Adapters delete expired items eventually (DynamoDB's TTL
+	// within about two days, the bolt adapter when PurgeExpired runs), so
+	// an expired item costs space, never correctness. Like Value and
+	// Indexes, every put replaces it: a read-modify-put keeps it.
+	ExpiresAt time.Time
 }
 
 // CondKind is what a Cond requires of the item's current state.
@@ -105,8 +123,9 @@ var (
 func IfVersion(v int64) Cond { return Cond{Kind: CondVersion, Version: v} }
 
 // Holds reports whether the condition holds for an item that exists at
-// version current (exists=false means absent). Adapters that evaluate
-// conditions themselves use it so the semantics are written once.
+// version current (exists=false means absent, which includes expired).
+// Adapters that evaluate conditions themselves use it so the semantics are
+// written once.
 func (c Cond) Holds(exists bool, current int64) bool {
 	switch c.Kind {
 	case CondAbsent:
@@ -145,9 +164,10 @@ type Query struct {
 	Cursor string
 }
 
-// Page is one page of query results. Cursor is "" when there are no more;
-// a non-empty Cursor may still lead to an empty last page (DynamoDB ends a
-// full page with a cursor even when nothing follows).
+// Page is one page of query results, expired items left out. A page holds
+// fewer than Limit items only when no more follow. Cursor is "" when there
+// are no more; a non-empty Cursor may still lead to an empty last page
+// (DynamoDB ends a full page with a cursor even when nothing follows).
 type Page struct {
 	Items  []Item
 	Cursor string
@@ -177,21 +197,30 @@ func DeleteWrite(k Key, c Cond) Write { return Write{Op: OpDelete, Item: Item{Ke
 func CheckWrite(k Key, c Cond) Write  { return Write{Op: OpCheck, Item: Item{Key: k}, Cond: c} }
 
 // Store is the storage port. Every method is safe for concurrent use.
+// Expired items and counters are absent to every method (see
+// Item.ExpiresAt); adapters compare expiries with their own clock.
 type Store interface {
-	// Get returns the item, or ErrNotFound.
+	// Get returns the item, or ErrNotFound (also for an expired item).
 	Get(ctx context.Context, k Key) (Item, error)
 	// Put writes the item if c holds (else ErrConditionFailed) and returns
-	// it with its new version.
+	// it with its new version and its stored ExpiresAt.
 	Put(ctx context.Context, it Item, c Cond) (Item, error)
 	// Delete removes the item if c holds (else ErrConditionFailed).
 	// Deleting an absent item with CondNone succeeds.
 	Delete(ctx context.Context, k Key, c Cond) error
 	// Query returns one page of a partition; see Query.
 	Query(ctx context.Context, q Query) (Page, error)
-	// Increment atomically adds delta to the counter at k (created at 0)
-	// and returns the new value. Counters live at their own keys: a key
-	// used as a counter is never also Put, and is read with delta 0.
-	Increment(ctx context.Context, k Key, delta int64) (int64, error)
+	// Increment atomically adds delta to the counter at k and returns the
+	// new value. An absent or expired counter counts from 0; one that
+	// restarts that way never expires unless expiresAt says so. A
+	// non-zero expiresAt sets the counter's expiry (replacing any earlier
+	// one, with ExpiresAt's rounding); the zero time keeps it. A read is
+	// delta 0 with the zero time. Counters live at their own keys: a key
+	// used as a counter is never also Put. A counter per time window
+	// (the window in the key, expiring after it) is the intended use for
+	// rate limits. Errors: ErrInvalid (bad key, expiry before 1970,
+	// overflow).
+	Increment(ctx context.Context, k Key, delta int64, expiresAt time.Time) (int64, error)
 	// Transact applies up to MaxTransactWrites writes to distinct keys,
 	// all or none. If any condition fails, nothing is written and the
 	// error wraps ErrConditionFailed (and is a *TxError naming the write).
@@ -238,10 +267,61 @@ func ValidateKey(k Key) error {
 	return nil
 }
 
-// ValidateItem checks an item's key, value size and index keys.
+// ExpiryUnix returns the Unix second that the store keeps for an expiry:
+// t rounded up to a whole second, or 0 for the zero time (never).
+func ExpiryUnix(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	s := t.Unix() // rounds down: Nanosecond is always in [0, 1e9)
+	if t.Nanosecond() > 0 {
+		s++
+	}
+	return s
+}
+
+// ExpiryTime returns the ExpiresAt that reads return for a stored expiry
+// second: that second in UTC, or the zero time for 0.
+func ExpiryTime(sec int64) time.Time {
+	if sec == 0 {
+		return time.Time{}
+	}
+	return time.Unix(sec, 0).UTC()
+}
+
+// Expired reports whether something stored with expiry second sec (0 for
+// never) is expired at now, that is whether sec is at or before now.
+func Expired(sec int64, now time.Time) bool {
+	return sec != 0 && sec <= now.Unix()
+}
+
+// ValidateExpiry checks an expiry: the zero time, or a time that rounds to
+// a second after the Unix epoch (DynamoDB's TTL is in Unix seconds).
+func ValidateExpiry(t time.Time) error {
+	if !t.IsZero() && ExpiryUnix(t) < 1 {
+		return fmt.Errorf("%w: expiry %s is not after 1970-01-01T00:00:00Z", ErrInvalid, t.Format(time.RFC3339Nano))
+	}
+	return nil
+}
+
+// ValidateCounter checks the arguments of Increment other than delta.
+func ValidateCounter(k Key, expiresAt time.Time) error {
+	if err := ValidateKey(k); err != nil {
+		return err
+	}
+	if err := ValidateExpiry(expiresAt); err != nil {
+		return fmt.Errorf("counter %s: %w", k, err)
+	}
+	return nil
+}
+
+// ValidateItem checks an item's key, value size, index keys and expiry.
 func ValidateItem(it Item) error {
 	if err := ValidateKey(it.Key); err != nil {
 		return err
+	}
+	if err := ValidateExpiry(it.ExpiresAt); err != nil {
+		return fmt.Errorf("item %s: %w", it.Key, err)
 	}
 	if len(it.Value) > MaxValueBytes {
 		return fmt.Errorf("%w: value of %s is %d bytes, over %d", ErrInvalid, it.Key, len(it.Value), MaxValueBytes)

@@ -19,6 +19,9 @@
 #       --attribute-definitions AttributeName=<a>,AttributeType=<S|N|B> ...
 #       --key-schema AttributeName=<a>,KeyType=HASH [AttributeName=<b>,KeyType=RANGE]
 #       --global-secondary-indexes '<JSON list>'   (when the table has indexes)
+#     and one `awslocal dynamodb update-time-to-live` command per table, with
+#       --table-name "${PREFIX}<name>"
+#       --time-to-live-specification Enabled=true,AttributeName=ttl
 #   - one `awslocal sqs create-queue` command per queue, with
 #       --queue-name "${PREFIX}<name>"
 #       --attributes '<JSON object of string values>', where a RedrivePolicy
@@ -39,6 +42,10 @@ if ! command -v awslocal >/dev/null 2>&1; then
 fi
 
 table_exists() { awslocal dynamodb describe-table --table-name "$1" >/dev/null 2>&1; }
+ttl_enabled() {
+  [ "$(awslocal dynamodb describe-time-to-live --table-name "$1" \
+    --query TimeToLiveDescription.TimeToLiveStatus --output text 2>/dev/null)" = ENABLED ]
+}
 queue_url() { awslocal sqs get-queue-url --queue-name "$1" --query QueueUrl --output text 2>/dev/null; }
 queue_arn() {
   awslocal sqs get-queue-attributes --queue-url "$(queue_url "$1")" \
@@ -47,7 +54,10 @@ queue_arn() {
 
 # ---------------------------------------------------------------- tables ----
 # One per entry of app.Tables: string keys pk/sk; an index named X has string
-# keys Xpk/Xsk and projects ALL. (Point-in-time recovery and SSE are cloud-only.)
+# keys Xpk/Xsk and projects ALL; TTL on the number attribute ttl, where the
+# store keeps expiries (it hides expired items itself; LocalStack deletes them
+# only with DYNAMODB_REMOVE_EXPIRED_ITEMS=1, which docker-compose.yml sets).
+# (Point-in-time recovery and SSE are cloud-only.)
 
 # meta: id counters and other small control records.
 table_exists "${PREFIX}meta" ||
@@ -66,6 +76,53 @@ table_exists "${PREFIX}meta" ||
                      {"AttributeName": "gsi1sk", "KeyType": "RANGE"}],
        "Projection": {"ProjectionType": "ALL"}}
     ]' \
+    >/dev/null
+ttl_enabled "${PREFIX}meta" ||
+  awslocal dynamodb update-time-to-live \
+    --table-name "${PREFIX}meta" \
+    --time-to-live-specification Enabled=true,AttributeName=ttl \
+    >/dev/null
+
+# identity: users, unique emails and names, sessions, API keys, one-time
+# tokens, device refresh tokens and the token signing key; gsi1 lists a
+# user's keys and all users.
+table_exists "${PREFIX}identity" ||
+  awslocal dynamodb create-table \
+    --table-name "${PREFIX}identity" \
+    --billing-mode PAY_PER_REQUEST \
+    --attribute-definitions \
+      AttributeName=pk,AttributeType=S \
+      AttributeName=sk,AttributeType=S \
+      AttributeName=gsi1pk,AttributeType=S \
+      AttributeName=gsi1sk,AttributeType=S \
+    --key-schema AttributeName=pk,KeyType=HASH AttributeName=sk,KeyType=RANGE \
+    --global-secondary-indexes '[
+      {"IndexName": "gsi1",
+       "KeySchema": [{"AttributeName": "gsi1pk", "KeyType": "HASH"},
+                     {"AttributeName": "gsi1sk", "KeyType": "RANGE"}],
+       "Projection": {"ProjectionType": "ALL"}}
+    ]' \
+    >/dev/null
+ttl_enabled "${PREFIX}identity" ||
+  awslocal dynamodb update-time-to-live \
+    --table-name "${PREFIX}identity" \
+    --time-to-live-specification Enabled=true,AttributeName=ttl \
+    >/dev/null
+
+# ratelimit: fixed-window request and login-failure counters, which expire.
+table_exists "${PREFIX}ratelimit" ||
+  awslocal dynamodb create-table \
+    --table-name "${PREFIX}ratelimit" \
+    --billing-mode PAY_PER_REQUEST \
+    --attribute-definitions \
+      AttributeName=pk,AttributeType=S \
+      AttributeName=sk,AttributeType=S \
+    --key-schema AttributeName=pk,KeyType=HASH AttributeName=sk,KeyType=RANGE \
+    >/dev/null
+ttl_enabled "${PREFIX}ratelimit" ||
+  awslocal dynamodb update-time-to-live \
+    --table-name "${PREFIX}ratelimit" \
+    --time-to-live-specification Enabled=true,AttributeName=ttl \
     >/dev/null
 
 # ---------------------------------------------------------------- queues ----
@@ -110,3 +167,4 @@ echo "  CERTFLEET_ISSUANCE_QUEUE_URL=$(queue_url "${PREFIX}issuance")"
 echo "  CERTFLEET_ISSUANCE_DLQ_URL=$(queue_url "${PREFIX}issuance-dlq")"
 echo "  CERTFLEET_KMS_KEY_ID=${KMS_ALIAS}"
 echo "  CERTFLEET_LOG_FORMAT=json"
+echo "  CERTFLEET_PUBLIC_URL=${CERTFLEET_PUBLIC_URL:-http://localhost:8080}"

@@ -7,6 +7,10 @@
 // to; every write, and every whole Transact, is one bbolt update, so it is
 // atomic and durable when it returns.
 //
+// Expired items and counters are invisible at once (reads compare their
+// expiry with the wall clock) but stay in the file until PurgeExpired
+// deletes them; the local shape runs it from its scheduler.
+//
 // The adapter shares its *bbolt.DB with other local adapters (the local
 // queue) and keeps everything it writes under top-level buckets whose names
 // start with "store/".
@@ -74,18 +78,93 @@ func New(db *bbolt.DB) *Store { return &Store{db: db} }
 // Layout. Each table is a top-level bucket "store/<table>" holding:
 //
 //	"items"         itemKey(PK, SK) -> record
-//	"counters"      itemKey(PK, SK) -> 8-byte big-endian int64
+//	"counters"      itemKey(PK, SK) -> counter
 //	"index/<name>"  indexKey(index PK, index SK, itemKey) -> empty
+//	"expiry"        expiryKey(second, kind, itemKey) -> empty, one entry
+//	                per item or counter that has an expiry
 //
 // Keys never contain NUL (store.ValidateKey), so NUL separates their parts
 // and byte order of the encoded keys is (PK, SK) order, with each
-// partition contiguous.
+// partition contiguous. Expiry keys start with the big-endian second, so
+// the expiry bucket is in expiry order and PurgeExpired reads only what is
+// due.
 const (
 	bucketPrefix   = "store/"
 	itemsBucket    = "items"
 	countersBucket = "counters"
 	indexPrefix    = "index/"
+	expiryBucket   = "expiry"
 )
+
+// Kinds of expiry entries.
+const (
+	expiryItem    = 'i'
+	expiryCounter = 'c'
+)
+
+// purgeBatch bounds how many expiry entries one PurgeExpired transaction
+// handles, so that a large backlog never holds bbolt's writer for long.
+var purgeBatch = 1000
+
+func expiryKey(sec int64, kind byte, item []byte) []byte {
+	b := make([]byte, 0, 9+len(item))
+	b = binary.BigEndian.AppendUint64(b, uint64(sec))
+	b = append(b, kind)
+	return append(b, item...)
+}
+
+func splitExpiryKey(k []byte) (sec int64, kind byte, item []byte, err error) {
+	if len(k) < 10 || (k[8] != expiryItem && k[8] != expiryCounter) {
+		return 0, 0, nil, fmt.Errorf("malformed expiry key %q", k)
+	}
+	return int64(binary.BigEndian.Uint64(k)), k[8], k[9:], nil
+}
+
+// moveExpiry replaces the expiry entry of an item or counter at second was
+// (0: none) by one at second now (0: none).
+func moveExpiry(tx *bbolt.Tx, table string, kind byte, item []byte, was, now int64) error {
+	if was == now {
+		return nil
+	}
+	if was != 0 {
+		if b := subBucket(tableBucket(tx, table), expiryBucket); b != nil {
+			if err := b.Delete(expiryKey(was, kind, item)); err != nil {
+				return fmt.Errorf("expiry of %s: %w", table, err)
+			}
+		}
+	}
+	if now != 0 {
+		b, err := createBucket(tx, table, expiryBucket)
+		if err != nil {
+			return err
+		}
+		if err := b.Put(expiryKey(now, kind, item), []byte{}); err != nil {
+			return fmt.Errorf("expiry of %s: %w", table, err)
+		}
+	}
+	return nil
+}
+
+// A counter is its 8-byte big-endian int64 value, followed by its 8-byte
+// expiry second when it has one.
+func encodeCounter(n, expiry int64) []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 16), uint64(n))
+	if expiry != 0 {
+		b = binary.BigEndian.AppendUint64(b, uint64(expiry))
+	}
+	return b
+}
+
+func decodeCounter(raw []byte) (n, expiry int64, err error) {
+	switch len(raw) {
+	case 16:
+		expiry = int64(binary.BigEndian.Uint64(raw[8:]))
+		fallthrough
+	case 8:
+		return int64(binary.BigEndian.Uint64(raw)), expiry, nil
+	}
+	return 0, 0, errors.New("corrupt counter")
+}
 
 func itemKey(pk, sk string) []byte {
 	b := make([]byte, 0, len(pk)+1+len(sk))
@@ -124,16 +203,24 @@ func splitItemKey(k []byte) (pk, sk string, err error) {
 
 // A record is an item's stored form:
 //
+//	only if the item expires: a 0 byte, then uvarint expiry second
 //	uvarint version
 //	uvarint number of index entries, then for each (sorted by name):
 //	  uvarint len, name; uvarint len, PK; uvarint len, SK
 //	the value, to the end
-func encodeRecord(version int64, idx map[string]store.IndexKey, value []byte) []byte {
-	n := binary.MaxVarintLen64 * 2
+//
+// Versions start at 1, so a record without an expiry never starts with a
+// 0 byte; records written before items could expire read unchanged.
+func encodeRecord(version, expiry int64, idx map[string]store.IndexKey, value []byte) []byte {
+	n := binary.MaxVarintLen64*3 + 1
 	for name, ik := range idx {
 		n += 3*binary.MaxVarintLen64 + len(name) + len(ik.PK) + len(ik.SK)
 	}
 	b := make([]byte, 0, n+len(value))
+	if expiry != 0 {
+		b = append(b, 0)
+		b = binary.AppendUvarint(b, uint64(expiry))
+	}
 	b = binary.AppendUvarint(b, uint64(version))
 	b = binary.AppendUvarint(b, uint64(len(idx)))
 	names := make([]string, 0, len(idx))
@@ -154,7 +241,21 @@ func encodeRecord(version int64, idx map[string]store.IndexKey, value []byte) []
 // meta is a record without its value.
 type meta struct {
 	version int64
+	expiry  int64 // Unix second, 0 for never
 	indexes map[string]store.IndexKey
+}
+
+// recordExpiry splits a record into its expiry second (0 for never) and
+// the rest.
+func recordExpiry(b []byte) (int64, []byte, error) {
+	if len(b) == 0 || b[0] != 0 {
+		return 0, b, nil
+	}
+	e, n := binary.Uvarint(b[1:])
+	if n <= 0 || e == 0 || e > math.MaxInt64 {
+		return 0, nil, errors.New("corrupt item record")
+	}
+	return int64(e), b[1+n:], nil
 }
 
 // decodeRecord decodes a record; the value is copied out of bbolt's memory
@@ -162,6 +263,10 @@ type meta struct {
 func decodeRecord(b []byte, withValue bool) (meta, []byte, error) {
 	var m meta
 	bad := func() (meta, []byte, error) { return meta{}, nil, errors.New("corrupt item record") }
+	var err error
+	if m.expiry, b, err = recordExpiry(b); err != nil {
+		return bad()
+	}
 	v, n := binary.Uvarint(b)
 	if n <= 0 || v > math.MaxInt64 {
 		return bad()
@@ -215,7 +320,8 @@ func createBucket(tx *bbolt.Tx, table, sub string) (*bbolt.Bucket, error) {
 	return b, nil
 }
 
-// current loads the metadata of the item at k, or nil if it is absent.
+// current loads the metadata of the item stored at k, or nil if there is
+// none; an expired item is still returned (see live).
 func current(tx *bbolt.Tx, k store.Key) (*meta, error) {
 	items := subBucket(tableBucket(tx, k.Table), itemsBucket)
 	if items == nil {
@@ -232,22 +338,34 @@ func current(tx *bbolt.Tx, k store.Key) (*meta, error) {
 	return &m, nil
 }
 
-func versionOf(m *meta) int64 {
-	if m == nil {
-		return 0
+// live reports whether the stored item m exists for the port at now (it is
+// there and not expired), and its version if so.
+func live(m *meta, now time.Time) (bool, int64) {
+	if m == nil || store.Expired(m.expiry, now) {
+		return false, 0
 	}
-	return m.version
+	return true, m.version
 }
 
-// writeItem stores it over old (nil if absent) and moves its index entries;
-// it returns the new version.
-func writeItem(tx *bbolt.Tx, it store.Item, old *meta) (int64, error) {
+// writeItem stores it over old (the stored item, expired or not, nil if
+// none) and moves its index and expiry entries; it returns the new version:
+// 1 unless old is live at now.
+func writeItem(tx *bbolt.Tx, it store.Item, old *meta, now time.Time) (int64, error) {
 	items, err := createBucket(tx, it.Table, itemsBucket)
 	if err != nil {
 		return 0, err
 	}
 	ik := itemKey(it.PK, it.SK)
-	version := versionOf(old) + 1
+	_, version := live(old, now)
+	version++
+	expiry := store.ExpiryUnix(it.ExpiresAt)
+	var oldExpiry int64
+	if old != nil {
+		oldExpiry = old.expiry
+	}
+	if err := moveExpiry(tx, it.Table, expiryItem, ik, oldExpiry, expiry); err != nil {
+		return 0, err
+	}
 	if old != nil {
 		for name, was := range old.indexes {
 			if now, ok := it.Indexes[name]; ok && now == was {
@@ -272,7 +390,7 @@ func writeItem(tx *bbolt.Tx, it store.Item, old *meta) (int64, error) {
 			return 0, fmt.Errorf("index %s of %s: %w", name, it.Key, err)
 		}
 	}
-	if err := items.Put(ik, encodeRecord(version, it.Indexes, it.Value)); err != nil {
+	if err := items.Put(ik, encodeRecord(version, expiry, it.Indexes, it.Value)); err != nil {
 		return 0, fmt.Errorf("put %s: %w", it.Key, err)
 	}
 	return version, nil
@@ -289,9 +407,13 @@ func deleteIndexEntry(tx *bbolt.Tx, table, name string, ik store.IndexKey, item 
 	return nil
 }
 
-// deleteItem removes the item at k and its index entries; old is non-nil.
+// deleteItem removes the item at k and its index and expiry entries; old
+// is non-nil.
 func deleteItem(tx *bbolt.Tx, k store.Key, old *meta) error {
 	ik := itemKey(k.PK, k.SK)
+	if err := moveExpiry(tx, k.Table, expiryItem, ik, old.expiry, 0); err != nil {
+		return err
+	}
 	for name, was := range old.indexes {
 		if err := deleteIndexEntry(tx, k.Table, name, was, ik); err != nil {
 			return err
@@ -303,8 +425,9 @@ func deleteItem(tx *bbolt.Tx, k store.Key, old *meta) error {
 	return nil
 }
 
-// Get returns the item at k (with its value, version and index entries),
-// store.ErrNotFound if there is none, or store.ErrInvalid for a bad key.
+// Get returns the item at k (with its value, version, index entries and
+// expiry), store.ErrNotFound if there is none or it has expired, or
+// store.ErrInvalid for a bad key.
 func (s *Store) Get(ctx context.Context, k store.Key) (store.Item, error) {
 	if err := store.ValidateKey(k); err != nil {
 		return store.Item{}, fmt.Errorf("bolt: get: %w", err)
@@ -326,7 +449,10 @@ func (s *Store) Get(ctx context.Context, k store.Key) (store.Item, error) {
 		if err != nil {
 			return fmt.Errorf("%w at %s", err, k)
 		}
-		it.Version, it.Indexes, it.Value = m.version, m.indexes, v
+		if store.Expired(m.expiry, time.Now()) {
+			return store.ErrNotFound
+		}
+		it.Version, it.Indexes, it.Value, it.ExpiresAt = m.version, m.indexes, v, store.ExpiryTime(m.expiry)
 		return nil
 	})
 	if err != nil {
@@ -335,10 +461,11 @@ func (s *Store) Get(ctx context.Context, k store.Key) (store.Item, error) {
 	return it, nil
 }
 
-// Put writes it if c holds for the current item, replacing its value and
-// index entries, and returns it with its new version (1 on creation, +1
-// after). The returned item shares Value and Indexes with it. Errors:
-// store.ErrConditionFailed, store.ErrInvalid.
+// Put writes it if c holds for the current item (an expired one counts as
+// absent), replacing its value, index entries and expiry, and returns it
+// with its new version (1 on creation or over an expired item, +1 after)
+// and its stored ExpiresAt. The returned item shares Value and Indexes
+// with it. Errors: store.ErrConditionFailed, store.ErrInvalid.
 func (s *Store) Put(ctx context.Context, it store.Item, c store.Cond) (store.Item, error) {
 	if err := store.ValidateItem(it); err != nil {
 		return store.Item{}, fmt.Errorf("bolt: put: %w", err)
@@ -351,21 +478,24 @@ func (s *Store) Put(ctx context.Context, it store.Item, c store.Cond) (store.Ite
 		if err != nil {
 			return err
 		}
-		if !c.Holds(old != nil, versionOf(old)) {
+		now := time.Now()
+		if !c.Holds(live(old, now)) {
 			return store.ErrConditionFailed
 		}
-		it.Version, err = writeItem(tx, it, old)
+		it.Version, err = writeItem(tx, it, old, now)
 		return err
 	})
 	if err != nil {
 		return store.Item{}, wrap("put "+it.Key.String(), err)
 	}
+	it.ExpiresAt = store.ExpiryTime(store.ExpiryUnix(it.ExpiresAt))
 	return it, nil
 }
 
 // Delete removes the item at k and its index entries if c holds; deleting
-// an absent item under a condition that allows absence succeeds. Errors:
-// store.ErrConditionFailed, store.ErrInvalid.
+// an absent (or expired) item under a condition that allows absence
+// succeeds, and removes an expired one. Errors: store.ErrConditionFailed,
+// store.ErrInvalid.
 func (s *Store) Delete(ctx context.Context, k store.Key, c store.Cond) error {
 	if err := store.ValidateKey(k); err != nil {
 		return fmt.Errorf("bolt: delete: %w", err)
@@ -378,7 +508,7 @@ func (s *Store) Delete(ctx context.Context, k store.Key, c store.Cond) error {
 		if err != nil {
 			return err
 		}
-		if !c.Holds(old != nil, versionOf(old)) {
+		if !c.Holds(live(old, time.Now())) {
 			return store.ErrConditionFailed
 		}
 		if old == nil {
@@ -389,16 +519,20 @@ func (s *Store) Delete(ctx context.Context, k store.Key, c store.Cond) error {
 	return wrap("delete "+k.String(), err)
 }
 
-// Increment adds delta to the counter at k, creating it at 0, and returns
-// the new value. Counters are kept apart from items: Get does not see them.
-// Errors: store.ErrInvalid for a bad key or an overflow.
-func (s *Store) Increment(ctx context.Context, k store.Key, delta int64) (int64, error) {
-	if err := store.ValidateKey(k); err != nil {
+// Increment adds delta to the counter at k and returns the new value; an
+// absent or expired counter counts from 0, and a non-zero expiresAt sets
+// its expiry (see store.Store). Counters are kept apart from items: Get
+// does not see them. Reading an expired counter (delta 0, no expiresAt)
+// writes nothing. Errors: store.ErrInvalid for a bad key or expiry, or an
+// overflow.
+func (s *Store) Increment(ctx context.Context, k store.Key, delta int64, expiresAt time.Time) (int64, error) {
+	if err := store.ValidateCounter(k, expiresAt); err != nil {
 		return 0, fmt.Errorf("bolt: increment: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("bolt: increment %s: %w", k, err)
 	}
+	setExpiry := store.ExpiryUnix(expiresAt)
 	var n int64
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		b, err := createBucket(tx, k.Table, countersBucket)
@@ -406,18 +540,33 @@ func (s *Store) Increment(ctx context.Context, k store.Key, delta int64) (int64,
 			return err
 		}
 		ck := itemKey(k.PK, k.SK)
-		var old int64
+		var old, oldExpiry, expiry int64
+		restart := true
 		if raw := b.Get(ck); raw != nil {
-			if len(raw) != 8 {
-				return fmt.Errorf("corrupt counter at %s", k)
+			if old, oldExpiry, err = decodeCounter(raw); err != nil {
+				return fmt.Errorf("%w at %s", err, k)
 			}
-			old = int64(binary.BigEndian.Uint64(raw))
+			if store.Expired(oldExpiry, time.Now()) {
+				old = 0
+			} else {
+				restart, expiry = false, oldExpiry
+			}
+		}
+		if restart && delta == 0 && setExpiry == 0 && oldExpiry != 0 {
+			n = 0 // an expired counter reads 0; PurgeExpired removes it
+			return nil
+		}
+		if setExpiry != 0 {
+			expiry = setExpiry
 		}
 		n = old + delta
 		if (delta > 0 && n < old) || (delta < 0 && n > old) {
 			return fmt.Errorf("%w: counter %s overflows", store.ErrInvalid, k)
 		}
-		return b.Put(ck, binary.BigEndian.AppendUint64(nil, uint64(n)))
+		if err := moveExpiry(tx, k.Table, expiryCounter, ck, oldExpiry, expiry); err != nil {
+			return err
+		}
+		return b.Put(ck, encodeCounter(n, expiry))
 	})
 	if err != nil {
 		return 0, wrap("increment "+k.String(), err)
@@ -427,10 +576,10 @@ func (s *Store) Increment(ctx context.Context, k store.Key, delta int64) (int64,
 
 // Transact applies writes (at most store.MaxTransactWrites, to distinct
 // keys) in one bbolt update. Every condition is checked against the state
-// before the transaction; if one fails nothing is written and the error is
-// a *store.TxError naming the first failing write (and wraps
-// store.ErrConditionFailed). Errors: store.ErrConditionFailed,
-// store.ErrInvalid.
+// before the transaction (expired items count as absent); if one fails
+// nothing is written and the error is a *store.TxError naming the first
+// failing write (and wraps store.ErrConditionFailed). Errors:
+// store.ErrConditionFailed, store.ErrInvalid.
 func (s *Store) Transact(ctx context.Context, writes []store.Write) error {
 	if err := store.ValidateTransact(writes); err != nil {
 		return fmt.Errorf("bolt: transact: %w", err)
@@ -439,13 +588,14 @@ func (s *Store) Transact(ctx context.Context, writes []store.Write) error {
 		return fmt.Errorf("bolt: transact: %w", err)
 	}
 	err := s.db.Update(func(tx *bbolt.Tx) error {
+		now := time.Now()
 		olds := make([]*meta, len(writes))
 		for i, w := range writes {
 			old, err := current(tx, w.Item.Key)
 			if err != nil {
 				return err
 			}
-			if !w.Cond.Holds(old != nil, versionOf(old)) {
+			if !w.Cond.Holds(live(old, now)) {
 				return &store.TxError{Index: i}
 			}
 			olds[i] = old
@@ -453,7 +603,7 @@ func (s *Store) Transact(ctx context.Context, writes []store.Write) error {
 		for i, w := range writes {
 			switch w.Op {
 			case store.OpPut:
-				if _, err := writeItem(tx, w.Item, olds[i]); err != nil {
+				if _, err := writeItem(tx, w.Item, olds[i], now); err != nil {
 					return err
 				}
 			case store.OpDelete:
@@ -470,10 +620,11 @@ func (s *Store) Transact(ctx context.Context, writes []store.Write) error {
 }
 
 // Query returns one page of a table partition, or of an index partition
-// when q.Index is set, in sort-key order. Items with equal index sort keys
-// are ordered by their table key. Page.Cursor is "" exactly when there are
-// no more items. Errors: store.ErrInvalid for a bad query or a cursor
-// that this adapter did not produce for this query.
+// when q.Index is set, in sort-key order, leaving out expired items. Items
+// with equal index sort keys are ordered by their table key. Page.Cursor
+// is "" exactly when no more (unexpired) items follow. Errors:
+// store.ErrInvalid for a bad query or a cursor that this adapter did not
+// produce for this query.
 func (s *Store) Query(ctx context.Context, q store.Query) (store.Page, error) {
 	limit, err := store.ValidateQuery(q)
 	if err != nil {
@@ -517,13 +668,25 @@ func (s *Store) Query(ctx context.Context, q store.Query) (store.Page, error) {
 		} else {
 			k, _ = c.Seek(lo)
 		}
+		now := time.Now()
 		var last []byte
 		for ; k != nil && bytes.Compare(k, lo) >= 0 && bytes.Compare(k, hi) < 0; k = step(c, q.Reverse) {
-			if len(page.Items) == limit {
+			ik, raw, err := recordForQuery(items, q, k)
+			if err != nil {
+				return err
+			}
+			expiry, _, err := recordExpiry(raw)
+			if err != nil {
+				return fmt.Errorf("%w at %s/%q", err, q.Table, ik)
+			}
+			if store.Expired(expiry, now) {
+				continue
+			}
+			if len(page.Items) == limit { // a live item follows a full page
 				page.Cursor = encodeCursor(last, q.Index != "")
 				return nil
 			}
-			it, err := loadForQuery(items, q, k)
+			it, err := decodeForQuery(q.Table, ik, raw)
 			if err != nil {
 				return err
 			}
@@ -548,31 +711,38 @@ func step(c *bbolt.Cursor, reverse bool) []byte {
 	return k
 }
 
-// loadForQuery decodes the item at table or index key k.
-func loadForQuery(items *bbolt.Bucket, q store.Query, k []byte) (store.Item, error) {
-	ik := k
+// recordForQuery returns the item key and stored record that table or
+// index key k stands for.
+func recordForQuery(items *bbolt.Bucket, q store.Query, k []byte) (ik, raw []byte, err error) {
+	ik = k
 	if q.Index != "" {
-		var err error
 		if ik, err = itemKeyOfIndexKey(k); err != nil {
-			return store.Item{}, err
+			return nil, nil, err
 		}
 	}
-	var raw []byte
 	if items != nil {
 		raw = items.Get(ik)
 	}
 	if raw == nil {
-		return store.Item{}, fmt.Errorf("index %s of %s has an entry for missing item %q", q.Index, q.Table, ik)
+		return nil, nil, fmt.Errorf("index %s of %s has an entry for missing item %q", q.Index, q.Table, ik)
 	}
+	return ik, raw, nil
+}
+
+// decodeForQuery decodes the record raw stored at item key ik of table.
+func decodeForQuery(table string, ik, raw []byte) (store.Item, error) {
 	pk, sk, err := splitItemKey(ik)
 	if err != nil {
 		return store.Item{}, err
 	}
 	m, v, err := decodeRecord(raw, true)
 	if err != nil {
-		return store.Item{}, fmt.Errorf("%w at %s/%s/%s", err, q.Table, pk, sk)
+		return store.Item{}, fmt.Errorf("%w at %s/%s/%s", err, table, pk, sk)
 	}
-	return store.Item{Key: store.Key{Table: q.Table, PK: pk, SK: sk}, Value: v, Version: m.version, Indexes: m.indexes}, nil
+	return store.Item{
+		Key:   store.Key{Table: table, PK: pk, SK: sk},
+		Value: v, Version: m.version, Indexes: m.indexes, ExpiresAt: store.ExpiryTime(m.expiry),
+	}, nil
 }
 
 // bounds returns the half-open key range [lo, hi) that q selects, for
@@ -645,6 +815,124 @@ func decodeCursor(s string, index bool) ([]byte, error) {
 		return nil, errors.New("wrong cursor kind")
 	}
 	return b[1:], nil
+}
+
+// PurgeExpired deletes the items (with their index entries) and counters
+// whose expiry is at or before now, in every table of the store, and
+// returns how many it deleted. Expired data is already invisible, so this
+// only reclaims space; it is safe to run at any time and concurrently with
+// other use. It works in bbolt updates of at most a bounded number of
+// entries each, so other writers wait for one short batch at a time, and
+// stops early with ctx's error (the count then says what was deleted).
+func (s *Store) PurgeExpired(ctx context.Context, now time.Time) (int, error) {
+	cutoff := now.Unix()
+	total := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, fmt.Errorf("bolt: purge expired: %w", err)
+		}
+		var n int
+		var more bool
+		err := s.db.Update(func(tx *bbolt.Tx) error {
+			var err error
+			n, more, err = purgeBatchTx(tx, cutoff, purgeBatch)
+			return err
+		})
+		if err != nil {
+			return total, wrap("purge expired", err)
+		}
+		total += n
+		if !more {
+			return total, nil
+		}
+	}
+}
+
+// purgeBatchTx handles up to budget expiry entries at or before second
+// cutoff, table by table, and reports how many items and counters it
+// deleted and whether it stopped for the budget.
+func purgeBatchTx(tx *bbolt.Tx, cutoff int64, budget int) (deleted int, more bool, err error) {
+	// The table names first, so no cursor is open over what changes.
+	var tables []string
+	root := tx.Cursor()
+	prefix := []byte(bucketPrefix)
+	for name, _ := root.Seek(prefix); name != nil && bytes.HasPrefix(name, prefix); name, _ = root.Next() {
+		tables = append(tables, string(name[len(prefix):]))
+	}
+	for _, table := range tables {
+		eb := subBucket(tableBucket(tx, table), expiryBucket)
+		if eb == nil {
+			continue
+		}
+		// Collect first: deleting moves entries under a live cursor.
+		var due [][]byte
+		c := eb.Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			if len(k) >= 8 && int64(binary.BigEndian.Uint64(k)) > cutoff {
+				break
+			}
+			if len(due) == budget {
+				more = true
+				break
+			}
+			due = append(due, bytes.Clone(k))
+		}
+		for _, k := range due {
+			n, err := purgeEntry(tx, table, k)
+			if err != nil {
+				return deleted, false, err
+			}
+			deleted += n
+		}
+		if budget -= len(due); more || budget == 0 {
+			return deleted, true, nil
+		}
+	}
+	return deleted, false, nil
+}
+
+// purgeEntry deletes what expiry entry k of table names, if it still
+// expires at that second, and the entry; it returns 1 if it deleted an
+// item or counter.
+func purgeEntry(tx *bbolt.Tx, table string, k []byte) (int, error) {
+	sec, kind, ik, err := splitExpiryKey(k)
+	if err != nil {
+		return 0, fmt.Errorf("table %s: %w", table, err)
+	}
+	tb := tableBucket(tx, table)
+	if kind == expiryCounter {
+		cb := subBucket(tb, countersBucket)
+		var raw []byte
+		if cb != nil {
+			raw = cb.Get(ik)
+		}
+		if raw != nil {
+			_, expiry, err := decodeCounter(raw)
+			if err != nil {
+				return 0, fmt.Errorf("%w at %s/%q", err, table, ik)
+			}
+			if expiry == sec {
+				if err := cb.Delete(ik); err != nil {
+					return 0, fmt.Errorf("delete counter %s/%q: %w", table, ik, err)
+				}
+				return 1, subBucket(tb, expiryBucket).Delete(k)
+			}
+		}
+		return 0, subBucket(tb, expiryBucket).Delete(k) // stale entry
+	}
+	pk, sk, err := splitItemKey(ik)
+	if err != nil {
+		return 0, fmt.Errorf("table %s: %w", table, err)
+	}
+	key := store.Key{Table: table, PK: pk, SK: sk}
+	m, err := current(tx, key)
+	if err != nil {
+		return 0, err
+	}
+	if m != nil && m.expiry == sec {
+		return 1, deleteItem(tx, key, m) // removes the entry too
+	}
+	return 0, subBucket(tb, expiryBucket).Delete(k) // stale entry
 }
 
 // Ping runs an empty read transaction.

@@ -5,18 +5,30 @@
 // attribute "val" and its version the number attribute "ver"; its entry in an
 // index named X is the pair of string attributes "Xpk"/"Xsk", which are the
 // keys of a global secondary index X that projects all attributes. Counters
-// keep their value in the number attribute "n". CreateTables creates tables
-// in exactly this layout, and template.yaml declares the same.
+// keep their value in the number attribute "n". An item or counter that
+// expires has its expiry in the number attribute "ttl" (Unix seconds), the
+// table's TTL attribute. CreateTables creates tables in exactly this layout,
+// with TTL enabled, and template.yaml declares the same.
 //
 // Puts are UpdateItem calls, so the version is maintained atomically by
 // DynamoDB (ADD ver 1) even for unconditional puts, and the index attributes
-// of indexes the item no longer belongs to are removed in the same call. To
-// know which those are, the store learns each table's index names once with
-// DescribeTable (SAM's DynamoDBCrudPolicy and DynamoDBReadPolicy allow it;
-// DynamoDBWritePolicy alone does not).
+// of indexes the item no longer belongs to are removed in the same call;
+// the store knows them from the table specs given to New, so it needs no
+// DescribeTable permission.
+//
+// Expiry: DynamoDB's TTL deletes expired items only eventually (typically
+// within two days), so every read and condition filters them itself: Get
+// drops an item whose ttl is at or before now, Query has a filter
+// expression, and conditions treat an expired item as absent. One thing an
+// update expression cannot do is choose by the item's state, so an
+// unconditional put and an Increment first assume the item is live or
+// absent (one UpdateItem, conditioned on that) and, only when it turns out
+// to be expired, send a second UpdateItem that restarts it (version 1,
+// counter from 0), conditioned on it still being expired.
 //
 // Reads of a table are strongly consistent; queries of an index are
-// eventually consistent, as DynamoDB's global secondary indexes are.
+// eventually consistent, as DynamoDB's global secondary indexes are. Expiry
+// is judged by this process's clock.
 package dynamo
 
 import (
@@ -46,6 +58,7 @@ const (
 	attrValue   = "val"
 	attrVersion = "ver"
 	attrCounter = "n"
+	attrTTL     = "ttl"
 )
 
 // pingKey is the key Ping reads in the first declared table; it need not
@@ -57,6 +70,11 @@ const pingKey = "health"
 // transaction cancelled only for TransactionConflict, or a single-item write
 // failing with TransactionConflictException (which the SDK does not retry).
 const conflictRetries = 5
+
+// stateRetries bounds how often an unconditional put or an Increment
+// switches between its live and its expired form because other writers
+// kept changing the item between its requests.
+const stateRetries = 8
 
 // Store is the DynamoDB store.
 type Store struct {
@@ -94,7 +112,8 @@ func keyAttrs(k store.Key) map[string]types.AttributeValue {
 	}
 }
 
-// Get returns the item at k, or store.ErrNotFound.
+// Get returns the item at k, or store.ErrNotFound if it is absent or
+// expired.
 func (s *Store) Get(ctx context.Context, k store.Key) (store.Item, error) {
 	if err := store.ValidateKey(k); err != nil {
 		return store.Item{}, fmt.Errorf("dynamo: get: %w", err)
@@ -110,47 +129,69 @@ func (s *Store) Get(ctx context.Context, k store.Key) (store.Item, error) {
 	if out.Item == nil {
 		return store.Item{}, fmt.Errorf("dynamo: get %s: %w", k, store.ErrNotFound)
 	}
-	return decodeItem(k.Table, out.Item)
+	it, err := decodeItem(k.Table, out.Item)
+	if err != nil {
+		return store.Item{}, fmt.Errorf("dynamo: get %s: %w", k, err)
+	}
+	if store.Expired(store.ExpiryUnix(it.ExpiresAt), time.Now()) {
+		return store.Item{}, fmt.Errorf("dynamo: get %s: %w", k, store.ErrNotFound)
+	}
+	return it, nil
 }
 
-// Put writes it if c holds and returns it with its new version.
+// Put writes it if c holds (an expired item counts as absent) and returns
+// it with its new version and stored expiry. It is one UpdateItem, except
+// that an unconditional put over an expired item takes a second one (see
+// the package doc).
 func (s *Store) Put(ctx context.Context, it store.Item, c store.Cond) (store.Item, error) {
 	if err := store.ValidateItem(it); err != nil {
 		return store.Item{}, fmt.Errorf("dynamo: put: %w", err)
 	}
-	upd, err := s.putUpdate(ctx, it, c)
-	if err != nil {
-		return store.Item{}, err
-	}
-	in := &dynamodb.UpdateItemInput{
-		TableName:                 upd.TableName,
-		Key:                       upd.Key,
-		UpdateExpression:          upd.UpdateExpression,
-		ConditionExpression:       upd.ConditionExpression,
-		ExpressionAttributeNames:  upd.ExpressionAttributeNames,
-		ExpressionAttributeValues: upd.ExpressionAttributeValues,
-	}
-	// When the condition fixes the old version, the new one is known and
-	// nothing need come back (UPDATED_NEW would return the value too).
 	var ver int64
-	switch c.Kind {
-	case store.CondAbsent:
-		ver = 1
-	case store.CondVersion:
-		ver = c.Version + 1
-	default:
-		in.ReturnValues = types.ReturnValueUpdatedNew
-	}
-	out, err := retryConflict(ctx, func() (*dynamodb.UpdateItemOutput, error) { return s.client.UpdateItem(ctx, in) })
-	if err != nil {
-		return store.Item{}, wrap("put "+it.Key.String(), err)
-	}
-	if in.ReturnValues != "" {
-		if ver, err = numberAttr(out.Attributes, attrVersion); err != nil {
-			return store.Item{}, fmt.Errorf("dynamo: put %s: %w", it.Key, err)
+	for attempt, overExpired := 0, false; ; attempt, overExpired = attempt+1, !overExpired {
+		upd, err := s.putUpdate(it, c, time.Now().Unix(), overExpired)
+		if err != nil {
+			return store.Item{}, err
 		}
+		in := &dynamodb.UpdateItemInput{
+			TableName:                 upd.TableName,
+			Key:                       upd.Key,
+			UpdateExpression:          upd.UpdateExpression,
+			ConditionExpression:       upd.ConditionExpression,
+			ExpressionAttributeNames:  upd.ExpressionAttributeNames,
+			ExpressionAttributeValues: upd.ExpressionAttributeValues,
+		}
+		// When the update fixes the new version, nothing need come back
+		// (UPDATED_NEW would return the value too).
+		switch {
+		case c.Kind == store.CondAbsent || overExpired:
+			ver = 1
+		case c.Kind == store.CondVersion:
+			ver = c.Version + 1
+		default:
+			in.ReturnValues = types.ReturnValueUpdatedNew
+		}
+		out, err := retryConflict(ctx, func() (*dynamodb.UpdateItemOutput, error) { return s.client.UpdateItem(ctx, in) })
+		var ccf *types.ConditionalCheckFailedException
+		if c.Kind == store.CondNone && errors.As(err, &ccf) {
+			// The item was expired (live form) or no longer is (expired
+			// form): try the other form.
+			if attempt < stateRetries {
+				continue
+			}
+			return store.Item{}, fmt.Errorf("dynamo: put %s: the item kept changing between expired and live; gave up after %d attempts", it.Key, attempt+1)
+		}
+		if err != nil {
+			return store.Item{}, wrap("put "+it.Key.String(), err)
+		}
+		if in.ReturnValues != "" {
+			if ver, err = numberAttr(out.Attributes, attrVersion); err != nil {
+				return store.Item{}, fmt.Errorf("dynamo: put %s: %w", it.Key, err)
+			}
+		}
+		break
 	}
-	res := store.Item{Key: it.Key, Value: slices.Clone(it.Value), Version: ver}
+	res := store.Item{Key: it.Key, Value: slices.Clone(it.Value), Version: ver, ExpiresAt: store.ExpiryTime(store.ExpiryUnix(it.ExpiresAt))}
 	if len(it.Indexes) > 0 {
 		res.Indexes = make(map[string]store.IndexKey, len(it.Indexes))
 		for name, ik := range it.Indexes {
@@ -160,10 +201,18 @@ func (s *Store) Put(ctx context.Context, it store.Item, c store.Cond) (store.Ite
 	return res, nil
 }
 
-// putUpdate builds the update that writes it under condition c: the value
-// and index attributes are set, the attributes of the table's other indexes
-// removed, and the version incremented (from absent, to 1).
-func (s *Store) putUpdate(ctx context.Context, it store.Item, c store.Cond) (*types.Update, error) {
+// putUpdate builds the update that writes it under condition c at Unix
+// second now: the value, index and ttl attributes are set, the attributes
+// of the table's other indexes (and ttl, for an item that does not expire)
+// removed, and the version incremented (from absent, to 1) or, when the
+// item counts as absent, set to 1.
+//
+// An unconditional put (CondNone) has two forms, because an update
+// expression cannot choose by the item's state: overExpired=false
+// increments the version on condition that the item is live or absent;
+// overExpired=true sets it to 1 on condition that the item is expired.
+// Callers try the first and switch when its condition fails.
+func (s *Store) putUpdate(it store.Item, c store.Cond, now int64, overExpired bool) (*types.Update, error) {
 	known, err := s.tableIndexes(it.Table)
 	if err != nil {
 		return nil, err
@@ -190,31 +239,53 @@ func (s *Store) putUpdate(ctx context.Context, it store.Item, c store.Cond) (*ty
 			remove = append(remove, e.name(pkAttr), e.name(skAttr))
 		}
 	}
+	if exp := store.ExpiryUnix(it.ExpiresAt); exp != 0 {
+		set = append(set, e.name(attrTTL)+" = "+e.value(number(exp)))
+	} else {
+		remove = append(remove, e.name(attrTTL))
+	}
+	cond := e.cond(c, now)
+	restart := c.Kind == store.CondAbsent
+	if c.Kind == store.CondNone {
+		restart = overExpired
+		if overExpired {
+			cond = aws.String(e.expired(now))
+		} else {
+			cond = aws.String(e.live(now))
+		}
+	}
+	one := e.value(number(1))
+	if restart {
+		set = append(set, e.name(attrVersion)+" = "+one)
+	}
 	var b strings.Builder
 	if len(set) > 0 {
-		b.WriteString("SET " + strings.Join(set, ", ") + " ")
+		b.WriteString("SET " + strings.Join(set, ", "))
 	}
 	if len(remove) > 0 {
-		b.WriteString("REMOVE " + strings.Join(remove, ", ") + " ")
+		b.WriteString(" REMOVE " + strings.Join(remove, ", "))
 	}
-	b.WriteString("ADD " + e.name(attrVersion) + " " + e.value(&types.AttributeValueMemberN{Value: "1"}))
+	if !restart {
+		b.WriteString(" ADD " + e.name(attrVersion) + " " + one)
+	}
 	return &types.Update{
 		TableName:                 s.table(it.Table),
 		Key:                       keyAttrs(it.Key),
-		UpdateExpression:          aws.String(b.String()),
-		ConditionExpression:       e.cond(c),
+		UpdateExpression:          aws.String(strings.TrimSpace(b.String())),
+		ConditionExpression:       cond,
 		ExpressionAttributeNames:  e.names,
 		ExpressionAttributeValues: e.values,
 	}, nil
 }
 
-// Delete removes the item at k if c holds.
+// Delete removes the item at k if c holds (an expired item counts as
+// absent; a delete that allows absence removes it).
 func (s *Store) Delete(ctx context.Context, k store.Key, c store.Cond) error {
 	if err := store.ValidateKey(k); err != nil {
 		return fmt.Errorf("dynamo: delete: %w", err)
 	}
 	e := newExpr()
-	cond := e.cond(c)
+	cond := e.cond(c, time.Now().Unix())
 	in := &dynamodb.DeleteItemInput{
 		TableName:                 s.table(k.Table),
 		Key:                       keyAttrs(k),
@@ -229,22 +300,71 @@ func (s *Store) Delete(ctx context.Context, k store.Key, c store.Cond) error {
 	return nil
 }
 
-// Increment adds delta to the counter at k and returns its new value.
-func (s *Store) Increment(ctx context.Context, k store.Key, delta int64) (int64, error) {
-	if err := store.ValidateKey(k); err != nil {
+// Increment adds delta to the counter at k and returns its new value; an
+// absent or expired counter counts from 0, and a non-zero expiresAt sets
+// its ttl (see store.Store).
+//
+// It is one UpdateItem in the common case: ADD n delta (and SET ttl) on
+// condition that the counter has no ttl or one after now, which also
+// creates an absent counter. Only when that condition fails, because the
+// counter has expired, a second UpdateItem restarts it (SET n = delta, and
+// ttl set or removed) on condition that it is still expired; if another
+// caller restarted it in between, that fails too and the first is tried
+// again, at most stateRetries times. Reading an expired counter (delta 0,
+// no expiresAt) returns 0 without the second request.
+func (s *Store) Increment(ctx context.Context, k store.Key, delta int64, expiresAt time.Time) (int64, error) {
+	if err := store.ValidateCounter(k, expiresAt); err != nil {
 		return 0, fmt.Errorf("dynamo: increment: %w", err)
+	}
+	exp := store.ExpiryUnix(expiresAt)
+	for attempt := 0; ; attempt++ {
+		n, err := s.addToLive(ctx, k, delta, exp)
+		var ccf *types.ConditionalCheckFailedException
+		if !errors.As(err, &ccf) {
+			return n, err
+		}
+		if delta == 0 && exp == 0 {
+			return 0, nil
+		}
+		err = s.restartCounter(ctx, k, delta, exp)
+		if err == nil {
+			return delta, nil
+		}
+		if !errors.As(err, &ccf) {
+			return 0, err
+		}
+		if attempt >= stateRetries {
+			return 0, fmt.Errorf("dynamo: increment %s: the counter kept changing between expired and live; gave up after %d attempts", k, attempt+1)
+		}
+	}
+}
+
+// addToLive adds delta to the counter at k if it is absent or live, and
+// sets its ttl to exp unless exp is 0. A failed condition (the counter has
+// expired) is returned unwrapped as *types.ConditionalCheckFailedException.
+func (s *Store) addToLive(ctx context.Context, k store.Key, delta, exp int64) (int64, error) {
+	e := newExpr()
+	upd := "ADD " + e.name(attrCounter) + " " + e.value(number(delta))
+	if exp != 0 {
+		upd = "SET " + e.name(attrTTL) + " = " + e.value(number(exp)) + " " + upd
 	}
 	in := &dynamodb.UpdateItemInput{
 		TableName:                 s.table(k.Table),
 		Key:                       keyAttrs(k),
-		UpdateExpression:          aws.String("ADD #n :d"),
-		ExpressionAttributeNames:  map[string]string{"#n": attrCounter},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":d": &types.AttributeValueMemberN{Value: strconv.FormatInt(delta, 10)}},
+		UpdateExpression:          aws.String(upd),
+		ConditionExpression:       aws.String(e.live(time.Now().Unix())),
+		ExpressionAttributeNames:  e.names,
+		ExpressionAttributeValues: e.values,
 		// ALL_NEW, not UPDATED_NEW: moto leaves out an attribute that an
-		// ADD of 0 did not change. A counter item holds only its keys and n.
+		// ADD of 0 did not change. A counter item holds only its keys, n
+		// and ttl.
 		ReturnValues: types.ReturnValueAllNew,
 	}
 	out, err := retryConflict(ctx, func() (*dynamodb.UpdateItemOutput, error) { return s.client.UpdateItem(ctx, in) })
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return 0, ccf
+	}
 	if err != nil {
 		return 0, wrap("increment "+k.String(), err)
 	}
@@ -255,7 +375,39 @@ func (s *Store) Increment(ctx context.Context, k store.Key, delta int64) (int64,
 	return n, nil
 }
 
-// Query returns one page of a partition of a table or index.
+// restartCounter sets the counter at k to delta, with ttl exp (none if 0),
+// if it is expired. A failed condition (it is not, any more) is returned
+// unwrapped as *types.ConditionalCheckFailedException.
+func (s *Store) restartCounter(ctx context.Context, k store.Key, delta, exp int64) error {
+	e := newExpr()
+	upd := "SET " + e.name(attrCounter) + " = " + e.value(number(delta))
+	if exp != 0 {
+		upd += ", " + e.name(attrTTL) + " = " + e.value(number(exp))
+	} else {
+		upd += " REMOVE " + e.name(attrTTL)
+	}
+	in := &dynamodb.UpdateItemInput{
+		TableName:                 s.table(k.Table),
+		Key:                       keyAttrs(k),
+		UpdateExpression:          aws.String(upd),
+		ConditionExpression:       aws.String(e.expired(time.Now().Unix())),
+		ExpressionAttributeNames:  e.names,
+		ExpressionAttributeValues: e.values,
+	}
+	_, err := retryConflict(ctx, func() (*dynamodb.UpdateItemOutput, error) { return s.client.UpdateItem(ctx, in) })
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return ccf
+	}
+	if err != nil {
+		return wrap("increment "+k.String(), err)
+	}
+	return nil
+}
+
+// Query returns one page of a partition of a table or index, leaving out
+// expired items. Page.Cursor is "" exactly when no more (unexpired) items
+// follow.
 func (s *Store) Query(ctx context.Context, q store.Query) (store.Page, error) {
 	limit, err := store.ValidateQuery(q)
 	if err != nil {
@@ -301,6 +453,7 @@ func (s *Store) Query(ctx context.Context, q store.Query) (store.Page, error) {
 	in := &dynamodb.QueryInput{
 		TableName:                 s.table(q.Table),
 		KeyConditionExpression:    aws.String(kc),
+		FilterExpression:          aws.String(e.live(time.Now().Unix())),
 		ExpressionAttributeNames:  e.names,
 		ExpressionAttributeValues: e.values,
 		ScanIndexForward:          aws.Bool(!q.Reverse),
@@ -315,10 +468,16 @@ func (s *Store) Query(ctx context.Context, q store.Query) (store.Page, error) {
 	// Ask for one item more than the page holds: DynamoDB returns a
 	// LastEvaluatedKey whenever it stopped at the limit, even if nothing
 	// follows, so the extra item is what tells whether there is a next page.
-	// A response cut short by DynamoDB's 1 MB cap is continued.
+	// DynamoDB applies Limit before the filter, so expired items make a
+	// response short; it is continued (as is one cut short by the 1 MB
+	// cap) until the page and its extra item are found or nothing follows.
+	// A continuation asks for at least twice as many items as the request
+	// before, so a run of expired items costs a few requests, not one per
+	// item; items beyond the extra one are read and dropped.
 	var raw []map[string]types.AttributeValue
+	ask := limit + 1
 	for {
-		in.Limit = aws.Int32(int32(limit + 1 - len(raw)))
+		in.Limit = aws.Int32(int32(ask))
 		out, err := s.client.Query(ctx, in)
 		if err != nil {
 			return store.Page{}, wrap("query "+where, err)
@@ -328,6 +487,7 @@ func (s *Store) Query(ctx context.Context, q store.Query) (store.Page, error) {
 			break
 		}
 		in.ExclusiveStartKey = out.LastEvaluatedKey
+		ask = min(max(limit+1-len(raw), 2*ask), store.MaxQueryLimit+1)
 	}
 
 	var page store.Page
@@ -346,23 +506,71 @@ func (s *Store) Query(ctx context.Context, q store.Query) (store.Page, error) {
 	return page, nil
 }
 
-// Transact applies writes all or none.
+// Transact applies writes all or none; expired items count as absent. An
+// unconditional put whose item turns out to be expired (or no longer
+// expired) has its form switched (see putUpdate) and the transaction is
+// sent again.
 func (s *Store) Transact(ctx context.Context, writes []store.Write) error {
 	if err := store.ValidateTransact(writes); err != nil {
 		return fmt.Errorf("dynamo: transact: %w", err)
 	}
+	overExpired := make([]bool, len(writes))
+	for attempt, switches := 0, 0; ; {
+		in, err := s.transactInput(writes, overExpired, time.Now().Unix())
+		if err != nil {
+			return err
+		}
+		_, err = s.client.TransactWriteItems(ctx, in)
+		if err == nil {
+			return nil
+		}
+		var tce *types.TransactionCanceledException
+		if errors.As(err, &tce) {
+			conflict, switched := false, false
+			for i, r := range tce.CancellationReasons {
+				switch aws.ToString(r.Code) {
+				case "ConditionalCheckFailed":
+					if i < len(writes) && writes[i].Op == store.OpPut && writes[i].Cond.Kind == store.CondNone {
+						overExpired[i] = !overExpired[i]
+						switched = true
+						continue
+					}
+					return fmt.Errorf("dynamo: transact: %w", &store.TxError{Index: i})
+				case "TransactionConflict":
+					conflict = true
+				}
+			}
+			if switched && switches < stateRetries {
+				switches++
+				continue
+			}
+			if conflict && attempt < conflictRetries {
+				if err := sleep(ctx, backoff(attempt)); err != nil {
+					return fmt.Errorf("dynamo: transact: %w", err)
+				}
+				attempt++
+				continue
+			}
+		}
+		return wrap("transact", err)
+	}
+}
+
+// transactInput builds the request for writes at Unix second now, with
+// each unconditional put in the form overExpired says.
+func (s *Store) transactInput(writes []store.Write, overExpired []bool, now int64) (*dynamodb.TransactWriteItemsInput, error) {
 	items := make([]types.TransactWriteItem, len(writes))
 	for i, w := range writes {
 		switch w.Op {
 		case store.OpPut:
-			upd, err := s.putUpdate(ctx, w.Item, w.Cond)
+			upd, err := s.putUpdate(w.Item, w.Cond, now, overExpired[i])
 			if err != nil {
-				return fmt.Errorf("dynamo: transact write %d: %w", i, err)
+				return nil, fmt.Errorf("dynamo: transact write %d: %w", i, err)
 			}
 			items[i].Update = upd
 		case store.OpDelete:
 			e := newExpr()
-			cond := e.cond(w.Cond)
+			cond := e.cond(w.Cond, now)
 			items[i].Delete = &types.Delete{
 				TableName:                 s.table(w.Item.Table),
 				Key:                       keyAttrs(w.Item.Key),
@@ -372,7 +580,7 @@ func (s *Store) Transact(ctx context.Context, writes []store.Write) error {
 			}
 		case store.OpCheck:
 			e := newExpr()
-			cond := e.cond(w.Cond)
+			cond := e.cond(w.Cond, now)
 			if cond == nil { // a check of nothing: keep the write's position
 				cond = aws.String("attribute_exists(" + e.name(attrPK) + ") OR attribute_not_exists(" + e.name(attrPK) + ")")
 			}
@@ -385,33 +593,9 @@ func (s *Store) Transact(ctx context.Context, writes []store.Write) error {
 			}
 		}
 	}
-	in := &dynamodb.TransactWriteItemsInput{TransactItems: items}
-	for attempt := 0; ; attempt++ {
-		_, err := s.client.TransactWriteItems(ctx, in)
-		if err == nil {
-			return nil
-		}
-		var tce *types.TransactionCanceledException
-		if errors.As(err, &tce) {
-			conflict := false
-			for i, r := range tce.CancellationReasons {
-				switch aws.ToString(r.Code) {
-				case "ConditionalCheckFailed":
-					return fmt.Errorf("dynamo: transact: %w", &store.TxError{Index: i})
-				case "TransactionConflict":
-					conflict = true
-				}
-			}
-			if conflict && attempt < conflictRetries {
-				if err := sleep(ctx, backoff(attempt)); err != nil {
-					return fmt.Errorf("dynamo: transact: %w", err)
-				}
-				in.ClientRequestToken = nil // a new attempt, not a replay
-				continue
-			}
-		}
-		return wrap("transact", err)
-	}
+	// A new input per attempt, so the SDK gives each its own
+	// ClientRequestToken: a new attempt, not a replay.
+	return &dynamodb.TransactWriteItemsInput{TransactItems: items}, nil
 }
 
 // Ping reads one key of the first declared table (absent is fine): the
@@ -460,6 +644,13 @@ func decodeItem(table string, av map[string]types.AttributeValue) (store.Item, e
 		}
 		it.Version = v
 	}
+	if _, ok := av[attrTTL]; ok {
+		exp, err := numberAttr(av, attrTTL)
+		if err != nil {
+			return store.Item{}, fmt.Errorf("item %s: %w", it.Key, err)
+		}
+		it.ExpiresAt = store.ExpiryTime(exp)
+	}
 	for name := range av {
 		idx, found := strings.CutSuffix(name, attrPK)
 		if !found || idx == "" {
@@ -485,6 +676,10 @@ func stringAttr(av map[string]types.AttributeValue, name string) (string, bool) 
 		return "", false
 	}
 	return s.Value, true
+}
+
+func number(v int64) types.AttributeValue {
+	return &types.AttributeValueMemberN{Value: strconv.FormatInt(v, 10)}
 }
 
 func numberAttr(av map[string]types.AttributeValue, name string) (int64, error) {
@@ -579,17 +774,31 @@ func (e *expr) value(v types.AttributeValue) string {
 	return p
 }
 
-// cond returns the condition expression for c, or nil for none.
-func (e *expr) cond(c store.Cond) *string {
+// cond returns the condition expression for c at Unix second now, or nil
+// for none. An expired item counts as absent.
+func (e *expr) cond(c store.Cond, now int64) *string {
 	switch c.Kind {
 	case store.CondAbsent:
-		return aws.String("attribute_not_exists(" + e.name(attrPK) + ")")
+		return aws.String("attribute_not_exists(" + e.name(attrPK) + ") OR " + e.expired(now))
 	case store.CondExists:
-		return aws.String("attribute_exists(" + e.name(attrPK) + ")")
+		return aws.String("attribute_exists(" + e.name(attrPK) + ") AND " + e.live(now))
 	case store.CondVersion:
-		return aws.String(e.name(attrVersion) + " = " + e.value(&types.AttributeValueMemberN{Value: strconv.FormatInt(c.Version, 10)}))
+		return aws.String(e.name(attrVersion) + " = " + e.value(number(c.Version)) + " AND " + e.live(now))
 	}
 	return nil
+}
+
+// live is a condition that holds for an item that does not expire or
+// expires after Unix second now (and for an absent item).
+func (e *expr) live(now int64) string {
+	t := e.name(attrTTL)
+	return "(attribute_not_exists(" + t + ") OR " + t + " > " + e.value(number(now)) + ")"
+}
+
+// expired is a condition that holds for an item that expired at or before
+// Unix second now (never for an absent one).
+func (e *expr) expired(now int64) string {
+	return e.name(attrTTL) + " <= " + e.value(number(now))
 }
 
 // DynamoDB rejects empty maps of expression names or values.

@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go/middleware"
 
 	"github.com/certfleet/certfleet/shared/internal/mototest"
 	"github.com/certfleet/certfleet/shared/store"
@@ -112,10 +114,10 @@ func (m *motoSerial) Delete(ctx context.Context, k store.Key, c store.Cond) erro
 	return m.s.Delete(ctx, k, c)
 }
 
-func (m *motoSerial) Increment(ctx context.Context, k store.Key, delta int64) (int64, error) {
+func (m *motoSerial) Increment(ctx context.Context, k store.Key, delta int64, expiresAt time.Time) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.s.Increment(ctx, k, delta)
+	return m.s.Increment(ctx, k, delta, expiresAt)
 }
 
 func (m *motoSerial) Transact(ctx context.Context, writes []store.Write) error {
@@ -199,6 +201,28 @@ func TestCreateTablesIdempotent(t *testing.T) {
 				t.Errorf("%s.%s: projection is not ALL", spec.Name, name)
 			}
 		}
+		ttl, err := client.DescribeTimeToLive(ctx, &dynamodb.DescribeTimeToLiveInput{TableName: aws.String(prefix + spec.Name)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := ttl.TimeToLiveDescription; d == nil || d.TimeToLiveStatus != types.TimeToLiveStatusEnabled || aws.ToString(d.AttributeName) != "ttl" {
+			t.Errorf("%s: time to live %+v, want ENABLED on ttl", spec.Name, d)
+		}
+	}
+
+	// TTL on another attribute is reported, not changed.
+	other := uniquePrefix()
+	if err := dynamo.CreateTables(ctx, client, other, metaTables); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.UpdateTimeToLive(ctx, &dynamodb.UpdateTimeToLiveInput{
+		TableName:               aws.String(other + "meta"),
+		TimeToLiveSpecification: &types.TimeToLiveSpecification{AttributeName: aws.String("expires"), Enabled: aws.Bool(true)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dynamo.CreateTables(ctx, client, other, metaTables); err == nil || !strings.Contains(err.Error(), `"expires"`) {
+		t.Errorf("CreateTables over a table with TTL on another attribute: %v", err)
 	}
 
 	// A declared index that the existing table lacks is reported.
@@ -290,12 +314,186 @@ func TestAttributeLayout(t *testing.T) {
 		t.Error("gsi1sk still set after a put without the index")
 	}
 
-	// Counters use n.
-	if _, err := s.Increment(ctx, store.Key{Table: "meta", PK: "ids", SK: "users"}, 7); err != nil {
+	// An expiry is the number attribute ttl, in Unix seconds rounded up;
+	// a put without one removes it.
+	exp := time.Unix(4102444800, 1) // 2100-01-01T00:00:00.000000001Z
+	it.ExpiresAt = exp
+	if _, err := s.Put(ctx, it, store.IfVersion(2)); err != nil {
+		t.Fatal(err)
+	}
+	av = raw("p", "s")
+	wantN(av, "ttl", "4102444801")
+	wantN(av, "ver", "3")
+	it.ExpiresAt = time.Time{}
+	if _, err := s.Put(ctx, it, store.Always); err != nil {
+		t.Fatal(err)
+	}
+	if av = raw("p", "s"); av["ttl"] != nil {
+		t.Errorf("ttl still set after a put without an expiry: %v", av["ttl"])
+	}
+
+	// Counters use n, and ttl when they expire.
+	if _, err := s.Increment(ctx, store.Key{Table: "meta", PK: "ids", SK: "users"}, 7, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	av = raw("ids", "users")
 	wantN(av, "n", "7")
+	if len(av) != 3 {
+		t.Errorf("counter has %d attributes, want 3: %v", len(av), av)
+	}
+	if _, err := s.Increment(ctx, store.Key{Table: "meta", PK: "ids", SK: "users"}, 1, exp); err != nil {
+		t.Fatal(err)
+	}
+	av = raw("ids", "users")
+	wantN(av, "n", "8")
+	wantN(av, "ttl", "4102444801")
+}
+
+// countingClient returns a client that counts the operations it sends, by
+// name (SDK retries of one operation count once).
+func countingClient(t testing.TB) (*dynamodb.Client, func() map[string]int) {
+	t.Helper()
+	cfg, err := config.LoadDefaultConfig(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	counts := map[string]int{}
+	client := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) {
+		o.APIOptions = append(o.APIOptions, func(stack *middleware.Stack) error {
+			return stack.Initialize.Add(middleware.InitializeMiddlewareFunc("countOperations",
+				func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+					mu.Lock()
+					counts[awsmiddleware.GetOperationName(ctx)]++
+					mu.Unlock()
+					return next.HandleInitialize(ctx, in)
+				}), middleware.After)
+		})
+	})
+	take := func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		c := counts
+		counts = map[string]int{}
+		return c
+	}
+	return client, take
+}
+
+// TestRequestsPerCall pins how many DynamoDB requests the expiry handling
+// costs: one per Put and Increment unless the item has expired.
+func TestRequestsPerCall(t *testing.T) {
+	ctx := context.Background()
+	client, take := countingClient(t)
+	prefix := uniquePrefix()
+	if err := dynamo.CreateTables(ctx, client, prefix, metaTables); err != nil {
+		t.Fatal(err)
+	}
+	s := dynamo.New(client, prefix, metaTables)
+	past := time.Now().Add(-time.Hour)
+	future := time.Now().Add(time.Hour)
+	expect := func(what string, want map[string]int) {
+		t.Helper()
+		if got := take(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: requests %v, want %v", what, got, want)
+		}
+	}
+	take()
+
+	ctr := store.Key{Table: "meta", PK: "rate", SK: "w1"}
+	for _, c := range []struct {
+		what    string
+		delta   int64
+		exp     time.Time
+		want    int64
+		updates int
+	}{
+		{"increment of an absent counter", 1, future, 1, 1},
+		{"increment of a live counter", 1, future, 2, 1},
+		{"increment that sets a past expiry", 1, past, 3, 1},
+		{"read of an expired counter", 0, time.Time{}, 0, 1},
+		{"increment of an expired counter", 5, future, 5, 2},
+		{"increment without expiry", 1, time.Time{}, 6, 1},
+	} {
+		n, err := s.Increment(ctx, ctr, c.delta, c.exp)
+		if err != nil || n != c.want {
+			t.Fatalf("%s: %d, %v; want %d", c.what, n, err, c.want)
+		}
+		expect(c.what, map[string]int{"UpdateItem": c.updates})
+	}
+
+	k := store.Key{Table: "meta", PK: "p", SK: "s"}
+	for _, c := range []struct {
+		what    string
+		exp     time.Time
+		cond    store.Cond
+		version int64
+		updates int
+	}{
+		{"put of an absent item", past, store.Always, 1, 1},
+		{"put over an expired item", future, store.Always, 1, 2},
+		{"put over a live item", past, store.Always, 2, 1},
+		{"put IfAbsent over an expired item", future, store.IfAbsent, 1, 1},
+		{"put IfVersion", future, store.IfVersion(1), 2, 1},
+	} {
+		it, err := s.Put(ctx, store.Item{Key: k, Value: []byte("v"), ExpiresAt: c.exp}, c.cond)
+		if err != nil || it.Version != c.version {
+			t.Fatalf("%s: version %d, %v; want %d", c.what, it.Version, err, c.version)
+		}
+		expect(c.what, map[string]int{"UpdateItem": c.updates})
+	}
+
+	// A transaction with an unconditional put over an expired item is sent
+	// twice, the second time with that put in its other form.
+	if _, err := s.Put(ctx, store.Item{Key: k, ExpiresAt: past}, store.Always); err != nil {
+		t.Fatal(err)
+	}
+	take()
+	k2 := store.Key{Table: "meta", PK: "p", SK: "t"}
+	if err := s.Transact(ctx, []store.Write{
+		store.PutWrite(store.Item{Key: k, Value: []byte("tx")}, store.Always),
+		store.PutWrite(store.Item{Key: k2, Value: []byte("tx")}, store.Always),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	expect("transaction over an expired item", map[string]int{"TransactWriteItems": 2})
+	if it, err := s.Get(ctx, k); err != nil || it.Version != 1 {
+		t.Fatalf("after the transaction: %+v, %v; want version 1", it, err)
+	}
+	take()
+
+	// A query reads past a run of expired items in a few requests, not
+	// one per item: each continuation asks for twice as many.
+	var ws []store.Write
+	for i := range 200 {
+		it := store.Item{Key: store.Key{Table: "meta", PK: "q", SK: fmt.Sprintf("%03d", i)}, ExpiresAt: past}
+		if i == 0 || i == 199 {
+			it.ExpiresAt = time.Time{}
+		}
+		ws = append(ws, store.PutWrite(it, store.Always))
+		if len(ws) == store.MaxTransactWrites {
+			if err := s.Transact(ctx, ws); err != nil {
+				t.Fatal(err)
+			}
+			ws = ws[:0]
+		}
+	}
+	take()
+	p, err := s.Query(ctx, store.Query{Table: "meta", PK: "q", Limit: 1})
+	if err != nil || len(p.Items) != 1 || p.Cursor == "" {
+		t.Fatalf("first page: %+v, %v", p, err)
+	}
+	// 2, then 4, 8, ..., 256 items asked for: 8 requests reach item 199.
+	if got := take()["Query"]; got > 8 {
+		t.Errorf("first page took %d Query requests, want at most 8", got)
+	}
+	p, err = s.Query(ctx, store.Query{Table: "meta", PK: "q", Limit: 1, Cursor: p.Cursor})
+	if err != nil || len(p.Items) != 1 || p.Items[0].SK != "199" || p.Cursor != "" {
+		t.Fatalf("second page: %+v, %v", p, err)
+	}
+	if got := take()["Query"]; got > 8 {
+		t.Errorf("second page took %d Query requests, want at most 8", got)
+	}
 }
 
 func TestAdapterSpecifics(t *testing.T) {

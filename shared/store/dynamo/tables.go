@@ -18,9 +18,11 @@ import (
 const tableWait = 5 * time.Minute
 
 // CreateTables creates the tables of specs (physical name prefix+name) in the
-// layout the store uses, on-demand billed, and waits until they and their
-// indexes are ACTIVE. Tables that already exist are left as they are, but an
-// existing table that lacks a declared index is an error.
+// layout the store uses, on-demand billed, waits until they and their
+// indexes are ACTIVE, and enables TTL on attribute "ttl" where it is not
+// enabled yet. Tables that already exist are left as they are otherwise, but
+// an existing table that lacks a declared index, or has TTL on another
+// attribute, is an error.
 func CreateTables(ctx context.Context, client *dynamodb.Client, prefix string, specs []store.TableSpec) error {
 	ctx, cancel := context.WithTimeout(ctx, tableWait)
 	defer cancel()
@@ -38,6 +40,41 @@ func CreateTables(ctx context.Context, client *dynamodb.Client, prefix string, s
 		if err := waitActive(ctx, client, prefix, spec); err != nil {
 			return err
 		}
+		if err := enableTTL(ctx, client, prefix+spec.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// enableTTL turns on TTL on attribute "ttl" of an active table unless it
+// is on (or being turned on) already; DynamoDB refuses a second
+// UpdateTimeToLive within an hour of the first.
+func enableTTL(ctx context.Context, client *dynamodb.Client, name string) error {
+	out, err := client.DescribeTimeToLive(ctx, &dynamodb.DescribeTimeToLiveInput{TableName: aws.String(name)})
+	if err != nil {
+		return fmt.Errorf("dynamo: describe time to live of %s: %w", name, err)
+	}
+	var status types.TimeToLiveStatus
+	var attr string
+	if d := out.TimeToLiveDescription; d != nil {
+		status, attr = d.TimeToLiveStatus, aws.ToString(d.AttributeName)
+	}
+	switch status {
+	case types.TimeToLiveStatusEnabled, types.TimeToLiveStatusEnabling:
+		if attr != attrTTL {
+			return fmt.Errorf("dynamo: table %s has TTL on attribute %q, not %q; change it (the store writes expiries to %q)", name, attr, attrTTL, attrTTL)
+		}
+		return nil
+	case types.TimeToLiveStatusDisabling:
+		return fmt.Errorf("dynamo: table %s is disabling TTL; enable it on attribute %q once that is done", name, attrTTL)
+	}
+	_, err = client.UpdateTimeToLive(ctx, &dynamodb.UpdateTimeToLiveInput{
+		TableName:               aws.String(name),
+		TimeToLiveSpecification: &types.TimeToLiveSpecification{AttributeName: aws.String(attrTTL), Enabled: aws.Bool(true)},
+	})
+	if err != nil {
+		return fmt.Errorf("dynamo: enable time to live on %s: %w", name, err)
 	}
 	return nil
 }

@@ -81,6 +81,18 @@ func Run(t *testing.T, s store.Store) {
 		{"ConcurrentPutIfAbsent", testConcurrentPutIfAbsent},
 		{"ConcurrentPutIfVersion", testConcurrentPutIfVersion},
 		{"ConcurrentTransact", testConcurrentTransact},
+		{"ExpiresAtRoundtrip", testExpiresAtRoundtrip},
+		{"ExpiredGet", testExpiredGet},
+		{"ExpiresWhileStored", testExpiresWhileStored},
+		{"ExpiredConditions", testExpiredConditions},
+		{"ExpiredTransact", testExpiredTransact},
+		{"ExpiredQuery", testExpiredQuery},
+		{"ExpiredQueryPaging", testExpiredQueryPaging},
+		{"ExpiresDuringPaging", testExpiresDuringPaging},
+		{"IncrementExpiry", testIncrementExpiry},
+		{"IncrementExpiresWhileCounting", testIncrementExpiresWhileCounting},
+		{"IncrementConcurrentRestart", testIncrementConcurrentRestart},
+		{"InvalidExpiry", testInvalidExpiry},
 	}
 	// The group waits for its parallel subtests, so Run is synchronous.
 	t.Run("conformance", func(t *testing.T) {
@@ -281,7 +293,17 @@ func diffItem(got, want store.Item) string {
 	if !(len(got.Indexes) == 0 && len(want.Indexes) == 0) && !maps.Equal(got.Indexes, want.Indexes) {
 		d = append(d, fmt.Sprintf("indexes %v, want %v", got.Indexes, want.Indexes))
 	}
+	if !got.ExpiresAt.Equal(want.ExpiresAt) {
+		d = append(d, fmt.Sprintf("expires at %s, want %s", fmtTime(got.ExpiresAt), fmtTime(want.ExpiresAt)))
+	}
 	return strings.Join(d, "; ")
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.Format(time.RFC3339Nano)
 }
 
 func trunc(b []byte) []byte {
@@ -882,7 +904,7 @@ func testIndexPaging(f *fixture) {
 func testIncrement(f *fixture) {
 	inc := func(k store.Key, delta, want int64) {
 		f.Helper()
-		got, err := f.s.Increment(f.ctx, k, delta)
+		got, err := f.s.Increment(f.ctx, k, delta, time.Time{})
 		if err != nil || got != want {
 			f.Fatalf("Increment(%s, %d) = %d, %v; want %d", k, delta, got, err, want)
 		}
@@ -914,7 +936,7 @@ func testIncrementConcurrent(f *fixture) {
 	for range workers {
 		wg.Go(func() {
 			for range each {
-				v, err := f.s.Increment(f.ctx, k, 1)
+				v, err := f.s.Increment(f.ctx, k, 1, time.Time{})
 				mu.Lock()
 				if err != nil {
 					errs = append(errs, err)
@@ -930,7 +952,7 @@ func testIncrementConcurrent(f *fixture) {
 	if len(errs) > 0 {
 		f.Fatalf("concurrent increments: %v", errors.Join(errs...))
 	}
-	got, err := f.s.Increment(f.ctx, k, 0)
+	got, err := f.s.Increment(f.ctx, k, 0, time.Time{})
 	if err != nil || got != workers*each {
 		f.Fatalf("after %d increments the counter is %d, %v", workers*each, got, err)
 	}
@@ -1143,7 +1165,7 @@ func testInvalid(f *fixture) {
 		_, err = f.s.Put(f.ctx, store.Item{Key: k, Value: []byte("x")}, store.Always)
 		isInvalid("Put with "+name, err)
 		isInvalid("Delete with "+name, f.s.Delete(f.ctx, k, store.Always))
-		_, err = f.s.Increment(f.ctx, k, 1)
+		_, err = f.s.Increment(f.ctx, k, 1, time.Time{})
 		isInvalid("Increment with "+name, err)
 		isInvalid("Transact with "+name, f.s.Transact(f.ctx, []store.Write{store.PutWrite(store.Item{Key: ok}, store.Always), store.CheckWrite(k, store.Always)}))
 	}
@@ -1309,4 +1331,611 @@ func testConcurrentTransact(f *fixture) {
 			f.absent(marker(i))
 		}
 	}
+}
+
+// Expiry. Expiries in the past are written directly; those that must pass
+// while the test runs are 1-2 s ahead, and the test waits for them.
+
+// pastExpiry is a whole second an hour ago: stored as it is, and expired.
+func pastExpiry() time.Time { return time.Now().Add(-time.Hour).Truncate(time.Second) }
+
+// futureExpiry is a whole second about an hour ahead.
+func futureExpiry() time.Time { return time.Now().Add(time.Hour).Truncate(time.Second) }
+
+// storedExpiry is what the store keeps for an expiry t: t rounded up to a
+// whole second, in UTC.
+func storedExpiry(t time.Time) time.Time { return store.ExpiryTime(store.ExpiryUnix(t)) }
+
+// waitUntil sleeps until t has passed, so that an item stored with expiry
+// t is expired.
+func (f *fixture) waitUntil(t time.Time) {
+	for d := time.Until(t); d > 0; d = time.Until(t) {
+		select {
+		case <-f.ctx.Done():
+			f.Fatalf("waiting for %s: %v", fmtTime(t), f.ctx.Err())
+		case <-time.After(d + 5*time.Millisecond):
+		}
+	}
+}
+
+// getAround checks Get(k) of want, an item that expires at want.ExpiresAt,
+// by when the call ran: it must find want if it returned before the expiry
+// and must not if it started at or after it (in between, either is right).
+// It reports whether it could tell that the item was still there.
+func (f *fixture) getAround(want store.Item) bool {
+	f.Helper()
+	start := time.Now()
+	got, err := f.s.Get(f.ctx, want.Key)
+	end := time.Now()
+	exp := want.ExpiresAt
+	switch {
+	case err == nil:
+		if !start.Before(exp) {
+			f.Fatalf("Get(%s) at %s found an item that expired at %s", want.Key, fmtTime(start), fmtTime(exp))
+		}
+		if d := diffItem(got, want); d != "" {
+			f.Fatalf("Get(%s): %s", want.Key, d)
+		}
+		return true
+	case errors.Is(err, store.ErrNotFound):
+		if end.Before(exp) {
+			f.Fatalf("Get(%s) = ErrNotFound at %s, before its expiry %s", want.Key, fmtTime(end), fmtTime(exp))
+		}
+		return false
+	default:
+		f.Fatalf("Get(%s): %v", want.Key, err)
+		return false
+	}
+}
+
+func testExpiresAtRoundtrip(f *fixture) {
+	g := f.pk("g")
+	k := f.key("p", "item")
+	idx := map[string]store.IndexKey{gsi1: {PK: g, SK: "x"}}
+
+	// Below a second rounds up, to the next whole second, in UTC.
+	at := futureExpiry().Add(250 * time.Millisecond)
+	rounded := at.Truncate(time.Second).Add(time.Second)
+	got := f.put(store.Item{Key: k, Value: []byte("v"), Indexes: idx, ExpiresAt: at}, store.IfAbsent)
+	want := store.Item{Key: k, Value: []byte("v"), Version: 1, Indexes: idx, ExpiresAt: rounded}
+	if d := diffItem(got, want); d != "" {
+		f.Fatalf("Put with ExpiresAt %s returned: %s", fmtTime(at), d)
+	}
+	if got.ExpiresAt.Location() != time.UTC {
+		f.Fatalf("Put returned ExpiresAt in %v, want UTC", got.ExpiresAt.Location())
+	}
+	f.expect(want)
+	if loc := f.get(k).ExpiresAt.Location(); loc != time.UTC {
+		f.Fatalf("Get returned ExpiresAt in %v, want UTC", loc)
+	}
+	// One nanosecond past a second is the next second.
+	k1 := f.key("q", "ns")
+	sec := futureExpiry()
+	f.put(store.Item{Key: k1, ExpiresAt: sec.Add(time.Nanosecond)}, store.Always)
+	f.expect(store.Item{Key: k1, Version: 1, ExpiresAt: sec.Add(time.Second)})
+
+	// A whole second stays, whatever the time zone.
+	exact := futureExpiry().Add(time.Hour)
+	want = store.Item{Key: k, Value: []byte("w"), Version: 2, Indexes: idx, ExpiresAt: exact}
+	got = f.put(store.Item{Key: k, Value: []byte("w"), Indexes: idx, ExpiresAt: exact.In(time.FixedZone("UTC+5", 5*3600))}, store.IfVersion(1))
+	if d := diffItem(got, want); d != "" {
+		f.Fatalf("Put with a whole-second ExpiresAt returned: %s", d)
+	}
+	f.expect(want)
+	f.checkQuery(store.Query{Table: itemsTable, PK: k.PK}, []store.Item{want}, 0)
+	f.checkIndexQuery(store.Query{Table: itemsTable, Index: gsi1, PK: g}, []store.Item{want}, 0)
+
+	// A read-modify-put keeps the expiry; a put without one clears it.
+	cur := f.get(k)
+	cur.Value = []byte("x")
+	f.put(cur, store.IfVersion(2))
+	want.Value, want.Version = []byte("x"), 3
+	f.expect(want)
+	got = f.put(store.Item{Key: k, Value: []byte("y"), Indexes: idx}, store.Always)
+	want = store.Item{Key: k, Value: []byte("y"), Version: 4, Indexes: idx}
+	if d := diffItem(got, want); d != "" {
+		f.Fatalf("Put without ExpiresAt returned: %s", d)
+	}
+	f.expect(want)
+	f.checkIndexQuery(store.Query{Table: itemsTable, Index: gsi1, PK: g}, []store.Item{want}, 0)
+
+	// Transaction puts keep expiries the same way.
+	k2, k3 := f.key("p", "tx1"), f.key("p", "tx2")
+	f.transact(
+		store.PutWrite(store.Item{Key: k2, Value: []byte("t"), ExpiresAt: at}, store.IfAbsent),
+		store.PutWrite(store.Item{Key: k3, Value: []byte("u"), ExpiresAt: exact}, store.Always),
+		store.PutWrite(store.Item{Key: k, Value: []byte("z"), ExpiresAt: exact}, store.IfVersion(4)),
+	)
+	f.expect(store.Item{Key: k2, Value: []byte("t"), Version: 1, ExpiresAt: rounded})
+	f.expect(store.Item{Key: k3, Value: []byte("u"), Version: 1, ExpiresAt: exact})
+	f.expect(store.Item{Key: k, Value: []byte("z"), Version: 5, ExpiresAt: exact})
+}
+
+func testExpiredGet(f *fixture) {
+	k := f.key("p", "old")
+	got := f.put(store.Item{Key: k, Value: []byte("old"), ExpiresAt: pastExpiry()}, store.Always)
+	if got.Version != 1 {
+		f.Fatalf("Put of an expired item returned version %d, want 1", got.Version)
+	}
+	f.absent(k)
+
+	// "At or before now": an expiry of the current second has passed.
+	now := f.key("p", "now")
+	f.put(store.Item{Key: now, Value: []byte("now"), ExpiresAt: time.Now().Truncate(time.Second)}, store.Always)
+	f.absent(now)
+
+	// A future expiry reads; the same key in another table is separate.
+	live := store.Item{Key: f.key("p", "live"), Value: []byte("live"), ExpiresAt: futureExpiry()}
+	live = f.put(live, store.IfAbsent)
+	f.expect(live)
+	other := store.Key{Table: otherTable, PK: k.PK, SK: k.SK}
+	f.put(store.Item{Key: other, Value: []byte("other")}, store.IfAbsent)
+	f.expect(store.Item{Key: other, Value: []byte("other"), Version: 1})
+	f.absent(k)
+
+	// Deleting an expired item without a condition succeeds.
+	f.del(k, store.Always)
+	f.absent(k)
+}
+
+func testExpiresWhileStored(f *fixture) {
+	g := f.pk("g")
+	k := f.key("p", "soon")
+	exp := storedExpiry(time.Now().Add(2 * time.Second))
+	it := f.put(store.Item{Key: k, Value: []byte("soon"), Indexes: map[string]store.IndexKey{gsi1: {PK: g, SK: "s"}}, ExpiresAt: exp}, store.IfAbsent)
+	if d := diffItem(it, store.Item{Key: k, Value: []byte("soon"), Version: 1, Indexes: it.Indexes, ExpiresAt: exp}); d != "" {
+		f.Fatalf("Put returned: %s", d)
+	}
+	keep := f.put(store.Item{Key: f.key("p", "keep"), Value: []byte("keep")}, store.IfAbsent)
+	if !f.getAround(it) {
+		f.Logf("the machine is slow: could not see the item before it expired")
+	}
+	f.waitUntil(exp)
+	f.absent(k)
+	f.checkQuery(store.Query{Table: itemsTable, PK: k.PK}, []store.Item{keep}, 0, 1)
+	f.checkIndexQuery(store.Query{Table: itemsTable, Index: gsi1, PK: g}, nil, 0)
+	f.putFails(store.Item{Key: k, Value: []byte("x")}, store.IfVersion(1))
+	got := f.put(store.Item{Key: k, Value: []byte("again")}, store.IfAbsent)
+	if got.Version != 1 {
+		f.Fatalf("Put IfAbsent over an item that expired returned version %d, want 1", got.Version)
+	}
+	f.expect(store.Item{Key: k, Value: []byte("again"), Version: 1})
+}
+
+func testExpiredConditions(f *fixture) {
+	g := f.pk("g")
+	k := f.key("p", "item")
+	ix := func(sk string) map[string]store.IndexKey { return map[string]store.IndexKey{gsi1: {PK: g, SK: sk}} }
+	it := f.put(store.Item{Key: k, Value: []byte("live"), Indexes: ix("live"), ExpiresAt: futureExpiry()}, store.IfAbsent)
+	it = f.put(it, store.IfVersion(1))
+	// Expire it by giving it an expiry in the past.
+	it = f.put(store.Item{Key: k, Value: []byte("expired"), Indexes: ix("expired"), ExpiresAt: pastExpiry()}, store.IfVersion(2))
+	if it.Version != 3 {
+		f.Fatalf("Put IfVersion(2) returned version %d, want 3", it.Version)
+	}
+	f.absent(k)
+	f.checkIndexQuery(store.Query{Table: itemsTable, Index: gsi1, PK: g}, nil, 0)
+
+	// It is absent to every condition.
+	for _, c := range []store.Cond{store.IfExists, store.IfVersion(3), store.IfVersion(0)} {
+		f.putFails(store.Item{Key: k, Value: []byte("no")}, c)
+		f.deleteFails(k, c)
+	}
+	f.absent(k)
+
+	// IfAbsent holds, and the item starts again at version 1 with only the
+	// new index entries.
+	got := f.put(store.Item{Key: k, Value: []byte("new"), Indexes: ix("new")}, store.IfAbsent)
+	want := store.Item{Key: k, Value: []byte("new"), Version: 1, Indexes: ix("new")}
+	if d := diffItem(got, want); d != "" {
+		f.Fatalf("Put IfAbsent over an expired item returned: %s", d)
+	}
+	f.expect(want)
+	f.checkIndexQuery(store.Query{Table: itemsTable, Index: gsi1, PK: g}, []store.Item{want}, 0)
+
+	// So does an unconditional put, over an expired item and over a live
+	// one.
+	a := f.key("p", "always")
+	for range 2 {
+		if got := f.put(store.Item{Key: a, Value: []byte("e"), ExpiresAt: pastExpiry()}, store.Always); got.Version != 1 {
+			f.Fatalf("Put Always over an absent or expired item returned version %d, want 1", got.Version)
+		}
+	}
+	for v := int64(1); v <= 3; v++ {
+		got := f.put(store.Item{Key: a, Value: []byte("live"), ExpiresAt: futureExpiry()}, store.Always)
+		if got.Version != v {
+			f.Fatalf("Put Always returned version %d, want %d", got.Version, v)
+		}
+	}
+
+	// Delete IfAbsent of an expired item succeeds; afterwards it is absent
+	// as before.
+	d := f.key("p", "delete")
+	f.put(store.Item{Key: d, Value: []byte("d"), ExpiresAt: pastExpiry()}, store.Always)
+	f.del(d, store.IfAbsent)
+	f.absent(d)
+	f.deleteFails(d, store.IfExists)
+	f.put(store.Item{Key: d, Value: []byte("d"), ExpiresAt: pastExpiry()}, store.Always)
+	f.del(d, store.Always)
+	f.absent(d)
+}
+
+func testExpiredTransact(f *fixture) {
+	g := f.pk("g")
+	ix := func(sk string) map[string]store.IndexKey { return map[string]store.IndexKey{gsi1: {PK: g, SK: sk}} }
+	expired := func(name string) store.Key {
+		k := f.key("p", name)
+		f.put(store.Item{Key: k, Value: []byte("expired " + name), Indexes: ix("old-" + name), ExpiresAt: pastExpiry()}, store.Always)
+		return k
+	}
+	a, c, d, e, x := expired("a"), expired("c"), expired("d"), expired("e"), expired("x")
+	b := f.put(store.Item{Key: f.key("p", "b"), Value: []byte("b")}, store.IfAbsent)
+	y := f.put(store.Item{Key: f.key("p", "y"), Value: []byte("y")}, store.IfAbsent)
+
+	// Conditions that need the item fail on an expired one, and nothing is
+	// written; an unconditional put in the same transaction changes
+	// nothing about that.
+	failing := func(name string, index int, ws ...store.Write) {
+		f.Helper()
+		err := f.s.Transact(f.ctx, ws)
+		var te *store.TxError
+		if !errors.Is(err, store.ErrConditionFailed) || !errors.As(err, &te) {
+			f.Fatalf("%s: Transact = %v; want a *store.TxError", name, err)
+		}
+		if te.Index != index && te.Index != -1 {
+			f.Fatalf("%s: TxError.Index = %d, want %d", name, te.Index, index)
+		}
+		for _, k := range []store.Key{a, c, d, e, x} {
+			f.absent(k)
+		}
+		f.expect(b)
+	}
+	failing("check IfExists", 1,
+		store.PutWrite(store.Item{Key: d, Value: []byte("d")}, store.Always),
+		store.CheckWrite(c, store.IfExists))
+	failing("put IfVersion", 2,
+		store.PutWrite(store.Item{Key: d, Value: []byte("d")}, store.Always),
+		store.CheckWrite(b.Key, store.IfVersion(1)),
+		store.PutWrite(store.Item{Key: c, Value: []byte("c")}, store.IfVersion(1)))
+	failing("delete IfExists", 0,
+		store.DeleteWrite(e, store.IfExists),
+		store.PutWrite(store.Item{Key: x, Value: []byte("x")}, store.Always))
+	failing("put IfExists after an unconditional put", 1,
+		store.PutWrite(store.Item{Key: x, Value: []byte("x")}, store.Always),
+		store.PutWrite(store.Item{Key: c, Value: []byte("c")}, store.IfExists))
+
+	// Absence holds over expired items; puts start again at version 1.
+	f.transact(
+		store.PutWrite(store.Item{Key: a, Value: []byte("a"), Indexes: ix("a")}, store.IfAbsent),
+		store.CheckWrite(c, store.IfAbsent),
+		store.PutWrite(store.Item{Key: d, Value: []byte("d"), Indexes: ix("d")}, store.Always),
+		store.CheckWrite(b.Key, store.IfVersion(1)),
+		store.DeleteWrite(e, store.IfAbsent),
+		store.PutWrite(store.Item{Key: y.Key, Value: []byte("y2")}, store.Always),
+	)
+	wantA := store.Item{Key: a, Value: []byte("a"), Version: 1, Indexes: ix("a")}
+	wantD := store.Item{Key: d, Value: []byte("d"), Version: 1, Indexes: ix("d")}
+	f.expect(wantA)
+	f.expect(wantD)
+	f.expect(b)
+	f.expect(store.Item{Key: y.Key, Value: []byte("y2"), Version: 2})
+	f.absent(c)
+	f.absent(e)
+	f.absent(x)
+	f.checkIndexQuery(store.Query{Table: itemsTable, Index: gsi1, PK: g}, []store.Item{wantA, wantD}, 0)
+}
+
+// expiryPattern lays out a partition of n items, some expired: runs of
+// expired items at both ends and in the middle, and single ones between
+// live items. It returns whether item i is expired.
+func expiryPattern(i, n int) bool {
+	switch {
+	case i < 3 || i >= n-4:
+		return true
+	case i >= n/2 && i < n/2+5:
+		return true
+	}
+	return i%3 == 1
+}
+
+func testExpiredQuery(f *fixture) {
+	pk, g := f.pk("p"), f.pk("g")
+	const n = 30
+	m := model{}
+	var ws []store.Write
+	for i := range n {
+		sk := fmt.Sprintf("item/%02d", i)
+		it := store.Item{
+			Key:     store.Key{Table: itemsTable, PK: pk, SK: sk},
+			Value:   []byte(sk),
+			Indexes: map[string]store.IndexKey{gsi1: {PK: g, SK: fmt.Sprintf("%02d", n-1-i)}},
+		}
+		if expiryPattern(i, n) {
+			it.ExpiresAt = pastExpiry()
+		} else if i%2 == 0 {
+			it.ExpiresAt = futureExpiry()
+			m[it.Key] = it
+		} else {
+			m[it.Key] = it
+		}
+		ws = append(ws, store.PutWrite(it, store.Always))
+		if len(ws) == store.MaxTransactWrites || i == n-1 {
+			f.transact(ws...)
+			ws = ws[:0]
+		}
+	}
+	for k, it := range m {
+		it.Version = 1
+		m[k] = it
+	}
+	live := len(m)
+
+	for _, rev := range []bool{false, true} {
+		q := store.Query{Table: itemsTable, PK: pk, Reverse: rev}
+		f.checkQuery(q, m.tableQuery(q), 0, 1, 2, 3, live-1, live)
+		for _, flt := range []struct{ prefix, from, to string }{{prefix: "item/1"}, {from: "item/05", to: "item/25"}, {to: "item/02"}} {
+			q := store.Query{Table: itemsTable, PK: pk, SKPrefix: flt.prefix, SKFrom: flt.from, SKTo: flt.to, Reverse: rev}
+			f.checkQuery(q, m.tableQuery(q), 0, 2)
+		}
+		q = store.Query{Table: itemsTable, Index: gsi1, PK: g, Reverse: rev}
+		f.checkIndexQuery(q, m.indexQuery(q), 0, 1, 3, live)
+		q.SKFrom = "10"
+		f.checkIndexQuery(q, m.indexQuery(q), 0, 2)
+	}
+
+	// Expired items at the end of a partition do not make a cursor: a page
+	// that holds the last live item has none, in either direction and for
+	// the index too.
+	for _, q := range []store.Query{
+		{Table: itemsTable, PK: pk, Limit: live},
+		{Table: itemsTable, PK: pk, Limit: live, Reverse: true},
+		{Table: itemsTable, Index: gsi1, PK: g, Limit: live},
+		{Table: itemsTable, Index: gsi1, PK: g, Limit: live, Reverse: true},
+	} {
+		p, err := f.s.Query(f.ctx, q)
+		if err != nil || len(p.Items) != live || p.Cursor != "" {
+			f.Fatalf("query %+v: %d items, cursor %q, %v; want %d items and no cursor", q, len(p.Items), p.Cursor, err, live)
+		}
+		q.Limit = live - 1
+		p, err = f.s.Query(f.ctx, q)
+		if err != nil || len(p.Items) != live-1 || p.Cursor == "" {
+			f.Fatalf("query %+v: %d items, cursor %q, %v; want %d items and a cursor", q, len(p.Items), p.Cursor, err, live-1)
+		}
+		q.Cursor = p.Cursor
+		p, err = f.s.Query(f.ctx, q)
+		if err != nil || len(p.Items) != 1 || p.Cursor != "" {
+			f.Fatalf("last page of %+v: %d items, cursor %q, %v; want 1 item and no cursor", q, len(p.Items), p.Cursor, err)
+		}
+	}
+
+	// A partition of nothing but expired items is empty, without a cursor.
+	q := store.Query{Table: itemsTable, PK: pk, SKTo: "item/02", Limit: 1}
+	if p, err := f.s.Query(f.ctx, q); err != nil || len(p.Items) != 0 || p.Cursor != "" {
+		f.Fatalf("query of expired items only = %+v, %v; want no items and no cursor", p, err)
+	}
+}
+
+func testExpiredQueryPaging(f *fixture) {
+	// Long runs of expired items between a few live ones: a backend that
+	// filters after its page limit must keep reading past them.
+	pk := f.pk("p")
+	m := model{}
+	var ws []store.Write
+	flush := func() {
+		if len(ws) > 0 {
+			f.transact(ws...)
+			ws = ws[:0]
+		}
+	}
+	for i := range 260 {
+		it := store.Item{Key: store.Key{Table: itemsTable, PK: pk, SK: fmt.Sprintf("item/%04d", i)}, Value: []byte(strconv.Itoa(i))}
+		if i%13 < 10 {
+			it.ExpiresAt = pastExpiry()
+		} else {
+			m[it.Key] = store.Item{Key: it.Key, Value: it.Value, Version: 1}
+		}
+		ws = append(ws, store.PutWrite(it, store.Always))
+		if len(ws) == store.MaxTransactWrites {
+			flush()
+		}
+	}
+	flush()
+	for _, rev := range []bool{false, true} {
+		q := store.Query{Table: itemsTable, PK: pk, Reverse: rev}
+		f.checkQuery(q, m.tableQuery(q), 0, 1, 7, 60, 1000)
+	}
+}
+
+func testExpiresDuringPaging(f *fixture) {
+	// A cursor stays valid when the item it points at expires.
+	pk := f.pk("p")
+	exp := storedExpiry(time.Now().Add(2 * time.Second))
+	var ws []store.Write
+	var all, odd []store.Item
+	for i := range 10 {
+		it := store.Item{Key: store.Key{Table: itemsTable, PK: pk, SK: fmt.Sprintf("%02d", i)}, Value: []byte{byte(i)}, Version: 1}
+		if i%2 == 0 {
+			it.ExpiresAt = exp
+		} else {
+			odd = append(odd, it)
+		}
+		all = append(all, it)
+		ws = append(ws, store.PutWrite(it, store.IfAbsent))
+	}
+	f.transact(ws...)
+
+	q := store.Query{Table: itemsTable, PK: pk, Limit: 3}
+	start := time.Now()
+	p, err := f.s.Query(f.ctx, q)
+	end := time.Now()
+	if err != nil || p.Cursor == "" {
+		f.Fatalf("first page: %+v, %v", p, err)
+	}
+	switch {
+	case end.Before(exp):
+		if d := diffItems(p.Items, all[:3]); d != "" {
+			f.Fatalf("first page before the expiry: %s", d)
+		}
+	case !start.Before(exp):
+		f.Logf("the machine is slow: the first page came after the expiry")
+		if d := diffItems(p.Items, odd[:3]); d != "" {
+			f.Fatalf("first page after the expiry: %s", d)
+		}
+	}
+	f.waitUntil(exp)
+	last := p.Items[len(p.Items)-1].SK
+	q.Cursor = p.Cursor
+	rest, err := f.queryAll(q, 3)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var want []store.Item
+	for _, it := range odd {
+		if it.SK > last {
+			want = append(want, it)
+		}
+	}
+	if d := diffItems(rest, want); d != "" {
+		f.Fatalf("pages after the expiry, from a cursor at %s: %s", last, d)
+	}
+}
+
+func testIncrementExpiry(f *fixture) {
+	inc := func(k store.Key, delta int64, exp time.Time, want int64) {
+		f.Helper()
+		got, err := f.s.Increment(f.ctx, k, delta, exp)
+		if err != nil || got != want {
+			f.Fatalf("Increment(%s, %d, %s) = %d, %v; want %d", k, delta, fmtTime(exp), got, err, want)
+		}
+	}
+	never := time.Time{}
+	ctr := func(name string) store.Key { return store.Key{Table: otherTable, PK: f.pk("counters"), SK: name} }
+
+	// An expired counter counts from 0 again, and without an expiry
+	// given it then never expires.
+	k := ctr("a")
+	inc(k, 3, pastExpiry(), 3)
+	inc(k, 0, never, 0)
+	inc(k, 0, never, 0)
+	inc(k, 2, never, 2)
+	inc(k, 1, never, 3)
+
+	// A given expiry replaces the counter's; the zero time keeps it.
+	k = ctr("b")
+	inc(k, 1, futureExpiry(), 1)
+	inc(k, 1, never, 2)
+	inc(k, 1, pastExpiry(), 3) // expired from now on
+	inc(k, 0, never, 0)
+	inc(k, 5, futureExpiry(), 5)
+	inc(k, -1, never, 4)
+	inc(k, 1, futureExpiry().Add(time.Hour), 5)
+	inc(k, 0, never, 5)
+
+	// A counter that is created expired is expired at once.
+	k = ctr("c")
+	inc(k, 7, time.Now().Truncate(time.Second), 7)
+	inc(k, 1, futureExpiry(), 1)
+
+	// Counters with and without expiry are separate per key and table.
+	k2 := store.Key{Table: itemsTable, PK: k.PK, SK: k.SK}
+	inc(k2, 10, never, 10)
+	inc(k, 1, never, 2)
+	inc(k2, 0, never, 10)
+}
+
+func testIncrementExpiresWhileCounting(f *fixture) {
+	never := time.Time{}
+	k1 := store.Key{Table: otherTable, PK: f.pk("counters"), SK: "window"}
+	k2 := store.Key{Table: otherTable, PK: f.pk("counters"), SK: "extended"}
+	exp := storedExpiry(time.Now().Add(2 * time.Second))
+	var v [4]int64
+	var errs [4]error
+	v[0], errs[0] = f.s.Increment(f.ctx, k1, 1, exp)
+	v[1], errs[1] = f.s.Increment(f.ctx, k1, 1, exp)
+	v[2], errs[2] = f.s.Increment(f.ctx, k2, 1, exp)
+	v[3], errs[3] = f.s.Increment(f.ctx, k2, 1, futureExpiry()) // extends it
+	inTime := time.Now().Before(exp)
+	if err := errors.Join(errs[:]...); err != nil {
+		f.Fatal(err)
+	}
+	if inTime && v != [4]int64{1, 2, 1, 2} {
+		f.Fatalf("increments before the expiry returned %v, want [1 2 1 2]", v)
+	}
+	f.waitUntil(exp)
+	got, err := f.s.Increment(f.ctx, k1, 0, never)
+	if err != nil || got != 0 {
+		f.Fatalf("read of an expired counter = %d, %v; want 0", got, err)
+	}
+	got, err = f.s.Increment(f.ctx, k1, 1, never)
+	if err != nil || got != 1 {
+		f.Fatalf("increment of an expired counter = %d, %v; want 1", got, err)
+	}
+	if got, err = f.s.Increment(f.ctx, k2, 0, never); err != nil || (inTime && got != 2) {
+		f.Fatalf("read of a counter whose expiry was extended = %d, %v; want 2", got, err)
+	}
+}
+
+func testIncrementConcurrentRestart(f *fixture) {
+	// Many callers find the same counter expired at once: it restarts once
+	// and every increment counts.
+	k := store.Key{Table: otherTable, PK: f.pk("counters"), SK: "restart"}
+	if _, err := f.s.Increment(f.ctx, k, 100, pastExpiry()); err != nil {
+		f.Fatal(err)
+	}
+	exp := futureExpiry()
+	var mu sync.Mutex
+	seen := map[int64]bool{}
+	errs := race(racers, func(int) error {
+		v, err := f.s.Increment(f.ctx, k, 1, exp)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if seen[v] {
+			return fmt.Errorf("value %d returned twice", v)
+		}
+		seen[v] = true
+		return nil
+	})
+	if err := errors.Join(errs...); err != nil {
+		f.Fatal(err)
+	}
+	for v := int64(1); v <= racers; v++ {
+		if !seen[v] {
+			f.Fatalf("no increment returned %d (got %v)", v, seen)
+		}
+	}
+	if got, err := f.s.Increment(f.ctx, k, 0, time.Time{}); err != nil || got != racers {
+		f.Fatalf("after %d increments the counter is %d, %v", racers, got, err)
+	}
+}
+
+func testInvalidExpiry(f *fixture) {
+	k := f.key("p", "item")
+	for _, at := range []time.Time{time.Unix(0, 0), time.Unix(-3600, 0), time.Date(1969, 12, 31, 23, 59, 59, 0, time.UTC)} {
+		_, err := f.s.Put(f.ctx, store.Item{Key: k, Value: []byte("x"), ExpiresAt: at}, store.Always)
+		if !errors.Is(err, store.ErrInvalid) {
+			f.Fatalf("Put with ExpiresAt %s: %v, want ErrInvalid", fmtTime(at), err)
+		}
+		err = f.s.Transact(f.ctx, []store.Write{
+			store.PutWrite(store.Item{Key: f.key("p", "ok")}, store.Always),
+			store.PutWrite(store.Item{Key: k, ExpiresAt: at}, store.Always),
+		})
+		if !errors.Is(err, store.ErrInvalid) {
+			f.Fatalf("Transact with ExpiresAt %s: %v, want ErrInvalid", fmtTime(at), err)
+		}
+		_, err = f.s.Increment(f.ctx, store.Key{Table: otherTable, PK: k.PK, SK: "c"}, 1, at)
+		if !errors.Is(err, store.ErrInvalid) {
+			f.Fatalf("Increment with expiresAt %s: %v, want ErrInvalid", fmtTime(at), err)
+		}
+	}
+	f.absent(k)
+	f.absent(f.key("p", "ok"))
+	if got, err := f.s.Increment(f.ctx, store.Key{Table: otherTable, PK: k.PK, SK: "c"}, 0, time.Time{}); err != nil || got != 0 {
+		f.Fatalf("counter after invalid increments = %d, %v; want 0", got, err)
+	}
+	// The first second after the epoch is valid, and long past.
+	f.put(store.Item{Key: k, Value: []byte("x"), ExpiresAt: time.Unix(0, 1)}, store.IfAbsent)
+	f.absent(k)
 }

@@ -1,0 +1,183 @@
+package httpapi
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/certfleet/certfleet/shared/apperr"
+	"github.com/certfleet/certfleet/shared/identity"
+	"github.com/certfleet/certfleet/shared/ratelimit"
+)
+
+// Authenticator resolves credentials to principals (identity.Service).
+type Authenticator interface {
+	SessionPrincipal(ctx context.Context, token string) (identity.Principal, error)
+	APIKeyPrincipal(ctx context.Context, token string) (identity.Principal, error)
+}
+
+// Guard authenticates, rate-limits and authorizes requests. Routes declare
+// what they need by the wrapper they use; handlers then read the caller
+// with identity.PrincipalFrom and the target user with TargetUser.
+type Guard struct {
+	Auth Authenticator
+	// Limiter counts requests per principal (IP when anonymous).
+	Limiter *ratelimit.Limiter
+	// CookieName is the session cookie (cjj365 by default).
+	CookieName string
+}
+
+// Scope is what a user-scoped route does, for API key permissions. The
+// zero Scope needs no permission (any key of the user may call it).
+type Scope struct {
+	ObType string
+	Action string
+	// ObIDParam names the path parameter holding the object id, if the
+	// route is about one object.
+	ObIDParam string
+	// SessionOnly refuses API keys (e.g. managing API keys themselves).
+	SessionOnly bool
+}
+
+type targetUserKey struct{}
+
+// TargetUser returns the user a user-scoped route acts on: the {user_id}
+// of /apiv1/users/{user_id}/..., or the caller for /apiv1/me/....
+func TargetUser(ctx context.Context) int64 {
+	id, _ := ctx.Value(targetUserKey{}).(int64)
+	return id
+}
+
+// UserPathParam is the path parameter of user-scoped routes; the isolation
+// sweep finds those routes by it.
+const UserPathParam = "user_id"
+
+// User guards a user-scoped route: a session or API key is required, the
+// caller must be the target user (or an admin session), and an API key must
+// hold scope. Failures: 401, 429, 400 for a malformed user id, 403.
+func (g *Guard) User(scope Scope, h http.Handler) http.Handler {
+	return g.authenticated(func(w http.ResponseWriter, r *http.Request, p identity.Principal) {
+		target := p.UserID
+		if raw := r.PathValue(UserPathParam); raw != "" {
+			id, err := strconv.ParseInt(raw, 10, 64)
+			if err != nil || id <= 0 {
+				WriteError(w, r, apperr.InvalidField(UserPathParam, "must be a positive integer"))
+				return
+			}
+			target = id
+		}
+		switch {
+		case scope.SessionOnly && p.Kind != identity.KindSession:
+			WriteError(w, r, apperr.New(apperr.Forbidden, "this route needs a logged-in session, not an API key"))
+			return
+		case !p.CanActFor(target):
+			WriteError(w, r, apperr.New(apperr.Forbidden, "you may not act on another user's objects"))
+			return
+		case scope.ObType != "" && !p.Allows(scope.ObType, r.PathValue(scope.ObIDParam), scope.Action):
+			WriteError(w, r, apperr.New(apperr.Forbidden, "API key lacks permission %s:%s", scope.ObType, scope.Action))
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), targetUserKey{}, target)))
+	})
+}
+
+// Admin guards an admin route: an admin session is required.
+func (g *Guard) Admin(h http.Handler) http.Handler {
+	return g.authenticated(func(w http.ResponseWriter, r *http.Request, p identity.Principal) {
+		if !p.Admin {
+			WriteError(w, r, apperr.New(apperr.Forbidden, "this route is for administrators"))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Public rate-limits an anonymous route by client IP; a caller that does
+// present credentials is counted as itself.
+func (g *Guard) Public(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := "ip:" + ClientIP(r)
+		if p, err := g.principal(r); err == nil {
+			key = string(p.Kind) + ":" + p.ID
+			r = r.WithContext(identity.WithPrincipal(r.Context(), p))
+		}
+		if g.limited(w, r, key) {
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// authenticated resolves the principal (401 without one), rate-limits it
+// and calls next with it in the context.
+func (g *Guard) authenticated(next func(http.ResponseWriter, *http.Request, identity.Principal)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := g.principal(r)
+		if err != nil {
+			WriteError(w, r, err)
+			return
+		}
+		if g.limited(w, r, string(p.Kind)+":"+p.ID) {
+			return
+		}
+		next(w, r.WithContext(identity.WithPrincipal(r.Context(), p)), p)
+	})
+}
+
+var errNoCredentials = apperr.New(apperr.Unauthorized, "log in, or send Authorization: Bearer ak_... with an API key")
+
+// principal reads a Bearer API key, else the session cookie.
+func (g *Guard) principal(r *http.Request) (identity.Principal, error) {
+	if auth := r.Header.Get("Authorization"); auth != "" {
+		token, ok := strings.CutPrefix(auth, "Bearer ")
+		if !ok || !identity.IsAPIKeyToken(token) {
+			return identity.Principal{}, apperr.New(apperr.Unauthorized, "Authorization must be Bearer ak_... (an API key)")
+		}
+		return g.Auth.APIKeyPrincipal(r.Context(), token)
+	}
+	c, err := r.Cookie(g.CookieName)
+	if err != nil || c.Value == "" {
+		return identity.Principal{}, errNoCredentials
+	}
+	return g.Auth.SessionPrincipal(r.Context(), c.Value)
+}
+
+// limited counts the request against key and answers 429 when over.
+func (g *Guard) limited(w http.ResponseWriter, r *http.Request, key string) bool {
+	if g.Limiter == nil {
+		return false
+	}
+	v, err := g.Limiter.Hit(r.Context(), key)
+	if err != nil {
+		// An unavailable counter must not take the API down with it.
+		LoggerFrom(r.Context()).Warn("rate limit check failed; request allowed", "err", err)
+		return false
+	}
+	w.Header().Set("X-RateLimit-Limit", strconv.Itoa(g.Limiter.Limit()))
+	w.Header().Set("X-RateLimit-Remaining", strconv.Itoa(v.Remaining))
+	if v.Allowed {
+		return false
+	}
+	WriteRateLimited(w, r, v.RetryAfter, "too many requests: at most %d per minute", g.Limiter.Limit())
+	return true
+}
+
+// WriteRateLimited answers 429 with Retry-After (whole seconds, also in
+// params.retry_after, as the device agent reads it).
+func WriteRateLimited(w http.ResponseWriter, r *http.Request, retry time.Duration, format string, args ...any) {
+	secs := int((retry + time.Second - 1) / time.Second)
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	WriteErrorBody(w, r, apperr.New(apperr.RateLimit, format, args...), map[string]any{"retry_after": secs})
+}
+
+// ClientIP is the caller's address: the peer of the connection, or in
+// Lambda the API Gateway source IP (which the proxy puts in RemoteAddr).
+func ClientIP(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
+}

@@ -1,0 +1,37 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+)
+
+// GetJSON reads the item at k and decodes its JSON value into v. It returns
+// the item (for its version) or ErrNotFound.
+func GetJSON(ctx context.Context, s Store, k Key, v any) (Item, error) {
+	it, err := s.Get(ctx, k)
+	if err != nil {
+		return Item{}, err
+	}
+	if err := json.Unmarshal(it.Value, v); err != nil {
+		return Item{}, fmt.Errorf("store: decode %s: %w", k, err)
+	}
+	return it, nil
+}
+
+// JSONItem builds an item at k whose value is v encoded as JSON.
+func JSONItem(k Key, v any) (Item, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return Item{}, fmt.Errorf("store: encode %s: %w", k, err)
+	}
+	return Item{Key: k, Value: b}, nil
+}
+
+// DecodeJSON decodes an item's JSON value into v.
+func DecodeJSON(it Item, v any) error {
+	if err := json.Unmarshal(it.Value, v); err != nil {
+		return fmt.Errorf("store: decode %s: %w", it.Key, err)
+	}
+	return nil
+}
