@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certfleet/certfleet/shared/apperr"
 	"github.com/certfleet/certfleet/shared/identity"
 	"github.com/certfleet/certfleet/shared/internal/testenv"
 	"github.com/certfleet/certfleet/shared/store"
@@ -127,5 +128,28 @@ func BenchmarkLogin(b *testing.B) {
 		if _, _, err := ids.Login(ctx, "login@example.com", "Bench1Mark", "192.0.2.1"); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestSessionExpires(t *testing.T) {
+	ctx := context.Background()
+	ids, _ := newService(t, identity.Config{SessionTTL: time.Second, HashMemoryKiB: 64, HashPasses: 1})
+	u, err := ids.Register(ctx, identity.Registration{Email: "short@example.com", Password: "Short1Lived", Active: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := ids.StartSession(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ids.SessionPrincipal(ctx, sess.Token); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(sess.ExpiresAt) + 1100*time.Millisecond)
+	if _, err := ids.SessionPrincipal(ctx, sess.Token); apperr.CodeOf(err) != apperr.Unauthorized {
+		t.Fatalf("expired session: %v", err)
+	}
+	if _, _, err := ids.RefreshSession(ctx, sess.Token); apperr.CodeOf(err) != apperr.Unauthorized {
+		t.Fatalf("refresh of an expired session: %v", err)
 	}
 }
