@@ -28,6 +28,26 @@ type Guard struct {
 	Limiter *ratelimit.Limiter
 	// CookieName is the session cookie (cjj365 by default).
 	CookieName string
+	// Errors writes the guard's refusals (401, 403, 429, 400 for a bad
+	// user id); nil means the cert-ctrl envelope (WriteErrorBody). A
+	// dialect with its own envelope uses a copy of the guard with its
+	// writer: see WithErrors.
+	Errors func(w http.ResponseWriter, r *http.Request, err error, params map[string]any)
+}
+
+// WithErrors returns a copy of the guard that writes refusals with fn.
+func (g *Guard) WithErrors(fn func(w http.ResponseWriter, r *http.Request, err error, params map[string]any)) *Guard {
+	c := *g
+	c.Errors = fn
+	return &c
+}
+
+func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, err error, params map[string]any) {
+	if g.Errors != nil {
+		g.Errors(w, r, err, params)
+		return
+	}
+	WriteErrorBody(w, r, err, params)
 }
 
 // Scope is what a user-scoped route does, for API key permissions. The
@@ -64,20 +84,20 @@ func (g *Guard) User(scope Scope, h http.Handler) http.Handler {
 		if raw := r.PathValue(UserPathParam); raw != "" {
 			id, err := strconv.ParseInt(raw, 10, 64)
 			if err != nil || id <= 0 {
-				WriteError(w, r, apperr.InvalidField(UserPathParam, "must be a positive integer"))
+				g.refuse(w, r, apperr.InvalidField(UserPathParam, "must be a positive integer"), nil)
 				return
 			}
 			target = id
 		}
 		switch {
 		case scope.SessionOnly && p.Kind != identity.KindSession:
-			WriteError(w, r, apperr.New(apperr.Forbidden, "this route needs a logged-in session, not an API key"))
+			g.refuse(w, r, apperr.New(apperr.Forbidden, "this route needs a logged-in session, not an API key"), nil)
 			return
 		case !p.CanActFor(target):
-			WriteError(w, r, apperr.New(apperr.Forbidden, "you may not act on another user's objects"))
+			g.refuse(w, r, apperr.New(apperr.Forbidden, "you may not act on another user's objects"), nil)
 			return
 		case scope.ObType != "" && !p.Allows(scope.ObType, r.PathValue(scope.ObIDParam), scope.Action):
-			WriteError(w, r, apperr.New(apperr.Forbidden, "API key lacks permission %s:%s", scope.ObType, scope.Action))
+			g.refuse(w, r, apperr.New(apperr.Forbidden, "API key lacks permission %s:%s", scope.ObType, scope.Action), nil)
 			return
 		}
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), targetUserKey{}, target)))
@@ -88,7 +108,7 @@ func (g *Guard) User(scope Scope, h http.Handler) http.Handler {
 func (g *Guard) Admin(h http.Handler) http.Handler {
 	return g.authenticated(func(w http.ResponseWriter, r *http.Request, p identity.Principal) {
 		if !p.Admin {
-			WriteError(w, r, apperr.New(apperr.Forbidden, "this route is for administrators"))
+			g.refuse(w, r, apperr.New(apperr.Forbidden, "this route is for administrators"), nil)
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -117,7 +137,7 @@ func (g *Guard) authenticated(next func(http.ResponseWriter, *http.Request, iden
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := g.principal(r)
 		if err != nil {
-			WriteError(w, r, err)
+			g.refuse(w, r, err, nil)
 			return
 		}
 		if g.limited(w, r, string(p.Kind)+":"+p.ID) {
@@ -161,17 +181,16 @@ func (g *Guard) limited(w http.ResponseWriter, r *http.Request, key string) bool
 	if v.Allowed {
 		return false
 	}
-	WriteRateLimited(w, r, v.RetryAfter, "too many requests: at most %d per minute", g.Limiter.Limit())
+	secs := RetrySeconds(v.RetryAfter)
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	g.refuse(w, r, apperr.New(apperr.RateLimit, "too many requests: at most %d per minute", g.Limiter.Limit()),
+		map[string]any{"retry_after": secs})
 	return true
 }
 
-// WriteRateLimited answers 429 with Retry-After (whole seconds, also in
-// params.retry_after, as the device agent reads it).
-func WriteRateLimited(w http.ResponseWriter, r *http.Request, retry time.Duration, format string, args ...any) {
-	secs := int((retry + time.Second - 1) / time.Second)
-	w.Header().Set("Retry-After", strconv.Itoa(secs))
-	WriteErrorBody(w, r, apperr.New(apperr.RateLimit, format, args...), map[string]any{"retry_after": secs})
-}
+// RetrySeconds is a Retry-After value: whole seconds, rounded up (the
+// device agent reads only integers).
+func RetrySeconds(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }
 
 // ClientIP is the caller's address: the peer of the connection, or in
 // Lambda the API Gateway source IP (which the proxy puts in RemoteAddr).

@@ -23,7 +23,7 @@ const (
 // retry time) before looking at the password.
 func (s *Service) Login(ctx context.Context, email, password, clientIP string) (User, Session, error) {
 	acct, byIP := "acct:"+email, "ip:"+clientIP
-	if e, err := normalizeEmail(email); err == nil {
+	if e, err := NormalizeEmail(email); err == nil {
 		acct = "acct:" + e
 	}
 	for _, c := range []struct {

@@ -96,7 +96,7 @@ func (s *Service) Activate(ctx context.Context, token string) (User, error) {
 // RequestReset mails a password-reset link if email belongs to an account.
 // It answers the same whether or not it does, so it reveals nothing.
 func (s *Service) RequestReset(ctx context.Context, email string) error {
-	e, err := normalizeEmail(email)
+	e, err := NormalizeEmail(email)
 	if err != nil {
 		return err
 	}

@@ -74,8 +74,9 @@ func usernameKey(name string) store.Key {
 	return store.Key{Table: Table, PK: "username#" + strings.ToLower(name), SK: "username"}
 }
 
-// normalizeEmail validates an address and returns its canonical form.
-func normalizeEmail(raw string) (string, error) {
+// NormalizeEmail validates an address (Invalid naming the field "email")
+// and returns its canonical, lower-case form.
+func NormalizeEmail(raw string) (string, error) {
 	raw = strings.TrimSpace(raw)
 	if raw == "" {
 		return "", apperr.InvalidField("email", "is required")
@@ -102,7 +103,7 @@ func (s *Service) Available(ctx context.Context, email, username string) (map[st
 		return nil, apperr.InvalidField("email", "give email or username to check")
 	}
 	if email != "" {
-		e, err := normalizeEmail(email)
+		e, err := NormalizeEmail(email)
 		if err != nil {
 			return nil, err
 		}
@@ -134,7 +135,7 @@ func (s *Service) absent(ctx context.Context, k store.Key) (bool, error) {
 // free (else Conflict); the password must meet PasswordRule. Unless
 // r.Active, the account starts pending and an activation mail is sent.
 func (s *Service) Register(ctx context.Context, r Registration) (User, error) {
-	email, err := normalizeEmail(r.Email)
+	email, err := NormalizeEmail(r.Email)
 	if err != nil {
 		return User{}, err
 	}
@@ -251,7 +252,7 @@ var errBadLogin = apperr.New(apperr.Unauthorized, "email or password is incorrec
 // email and a wrong password fail alike (Unauthorized, same message, same
 // work); a pending account fails with Forbidden after a correct password.
 func (s *Service) Authenticate(ctx context.Context, email, password string) (User, error) {
-	e, err := normalizeEmail(email)
+	e, err := NormalizeEmail(email)
 	if err != nil || password == "" || len(password) > MaxPasswordBytes {
 		verifyPassword(password, s.dummyHash)
 		return User{}, errBadLogin
@@ -280,7 +281,7 @@ func (s *Service) Authenticate(ctx context.Context, email, password string) (Use
 // UserIDByEmail returns the id of the account with that address; found is
 // false when there is none or the address is malformed.
 func (s *Service) UserIDByEmail(ctx context.Context, email string) (id int64, found bool, err error) {
-	e, err := normalizeEmail(email)
+	e, err := NormalizeEmail(email)
 	if err != nil {
 		return 0, false, nil
 	}

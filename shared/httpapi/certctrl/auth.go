@@ -114,7 +114,7 @@ func (a authRoutes) general(w http.ResponseWriter, r *http.Request) (int, any, e
 		u, sess, err := a.ids.Login(ctx, req.Email, req.Password, httpapi.ClientIP(r))
 		var throttled *identity.ThrottledError
 		if errors.As(err, &throttled) {
-			w.Header().Set("Retry-After", retrySeconds(throttled.RetryAfter))
+			w.Header().Set("Retry-After", strconv.Itoa(httpapi.RetrySeconds(throttled.RetryAfter)))
 		}
 		if err != nil {
 			return 0, nil, err
@@ -143,11 +143,6 @@ func (a authRoutes) general(w http.ResponseWriter, r *http.Request) (int, any, e
 	default:
 		return 0, nil, apperr.InvalidField("action", "unknown action %q: use register, login, activate, reset or reset-confirm", req.Action)
 	}
-}
-
-// retrySeconds is a Retry-After value: whole seconds, rounded up.
-func retrySeconds(d time.Duration) string {
-	return strconv.Itoa(int((d + time.Second - 1) / time.Second))
 }
 
 // status answers GET /auth/status; it never fails for a missing session.
