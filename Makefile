@@ -17,12 +17,15 @@ run:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/certfleet ./cmd/certfleet
 	exec bin/certfleet serve
 
-## tools: the test tools: moto (AWS endpoints) and cfn-lint in .venv
+## tools: the test tools: moto (AWS endpoints), aiosmtpd and cfn-lint in .venv; Pebble from go.mod
 tools: $(VENV)/.installed
 
 $(VENV)/.installed: requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@echo "building the Go tools pinned in go.mod (pebble, pebble-challtestsrv)"
+	$(GO) tool -n pebble >/dev/null
+	$(GO) tool -n pebble-challtestsrv >/dev/null
 	touch $@
 
 ## test: every test (bbolt and moto-backed suites, Lambda event replays, template checks)

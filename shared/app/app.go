@@ -12,12 +12,14 @@ import (
 	"os"
 	"time"
 
+	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/config"
 	"github.com/certfleet/certfleet/shared/httpapi"
 	"github.com/certfleet/certfleet/shared/identity"
 	"github.com/certfleet/certfleet/shared/identity/devicetoken"
 	"github.com/certfleet/certfleet/shared/identity/passkey"
 	"github.com/certfleet/certfleet/shared/keys"
+	"github.com/certfleet/certfleet/shared/mail"
 	"github.com/certfleet/certfleet/shared/queue"
 	"github.com/certfleet/certfleet/shared/schedule"
 	"github.com/certfleet/certfleet/shared/store"
@@ -48,6 +50,8 @@ type App struct {
 	DeviceTokens *devicetoken.Service
 	// Passkeys is WebAuthn registration, login and step-up.
 	Passkeys *passkey.Service
+	// ACME is ACME accounts and CA providers.
+	ACME *acmeacct.Service
 
 	closers []func() error
 	// purgeExpired reclaims expired items; only the embedded store needs
@@ -67,25 +71,33 @@ func (a *App) Close() error {
 	return first
 }
 
+// wireServices builds the domain services both shapes share, over the
+// adapters already in a.
+func (a *App) wireServices(m mail.Sender) error {
+	if err := a.wireIdentity(m); err != nil {
+		return err
+	}
+	return a.wireACME()
+}
+
 // Groups is every route group, in mount order.
 func (a *App) Groups() []httpapi.Group {
-	return []httpapi.Group{a.healthGroup(), a.authGroup()}
+	return []httpapi.Group{a.healthGroup(), a.authGroup(), a.acmeAccountsGroup(), a.acmeAPIGroup()}
 }
 
 // Handler serves every route group on one router (the local shape).
-func (a *App) Handler() http.Handler {
-	return httpapi.Wrap(httpapi.NewRouter(a.Groups()...), a.Log)
+func (a *App) Handler() http.Handler { return a.handler(a.Groups()...) }
+
+// handler serves the groups behind the shared middleware.
+func (a *App) handler(groups ...httpapi.Group) http.Handler {
+	return httpapi.Wrap(httpapi.NewRouter(groups...), a.Log)
 }
 
 // HealthHandler serves the health route group alone (its Lambda function).
-func (a *App) HealthHandler() http.Handler {
-	return httpapi.Wrap(httpapi.NewRouter(a.healthGroup()), a.Log)
-}
+func (a *App) HealthHandler() http.Handler { return a.handler(a.healthGroup()) }
 
 // AuthHandler serves the auth route group alone (its Lambda function).
-func (a *App) AuthHandler() http.Handler {
-	return httpapi.Wrap(httpapi.NewRouter(a.authGroup()), a.Log)
-}
+func (a *App) AuthHandler() http.Handler { return a.handler(a.authGroup()) }
 
 func (a *App) healthGroup() httpapi.Group {
 	return httpapi.HealthGroup(Version, map[string]httpapi.Check{

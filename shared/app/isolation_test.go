@@ -2,26 +2,28 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 
+	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/app"
 	"github.com/certfleet/certfleet/shared/httpapi"
 	"github.com/certfleet/certfleet/shared/identity"
 )
 
-// TestIsolationSweep walks every user-scoped route of every route group
-// (found by its {user_id} parameter, so routes added later are swept
-// without editing this test) with user A's session and A's all-powerful
-// API key against user B's ids, every other route that names an object
-// (the /apiv1/me/... aliases among them) with B's object ids, and every
-// admin route with A's credentials. It counts responses that leaked B's data or succeeded, and
-// changes to what B sees of B's own objects; the count must be 0.
+// TestIsolationSweep calls every route of every route group (so routes
+// added later are swept without editing this test) as user A, with A's
+// session and with A's all-powerful API key, aimed at user B's objects:
+// B's ids fill the path parameters and every id-like field of the body.
+// It counts (and must find 0): a success on a route that names B's user or
+// objects in its path; any response carrying B's private data; a non-admin
+// getting past an admin route; and any change in what B sees through
+// every GET route.
 func TestIsolationSweep(t *testing.T) {
 	ctx := context.Background()
 	cfg := localConfig(t, t.TempDir())
@@ -34,19 +36,21 @@ func TestIsolationSweep(t *testing.T) {
 	h := a.Handler()
 
 	const marker = "b-private-marker"
-	newUser := func(email string) (identity.User, string) {
-		u, err := a.Identity.Register(ctx, identity.Registration{Email: email, Password: "Sweep1Password", Name: marker + "-" + email, Active: true})
+	newUser := func(email, name string) identity.User {
+		u, err := a.Identity.Register(ctx, identity.Registration{Email: email, Password: "Sweep1Password", Name: name, Active: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, sess, err := a.Identity.Login(ctx, email, "Sweep1Password", "192.0.2.1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return u, sess.Token
+		return u
 	}
-	userA, sessionA := newUser("a@example.com")
-	userB, sessionB := newUser("b@example.com")
+	session := func(u identity.User) string {
+		s, err := a.Identity.StartSession(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Token
+	}
+	userA, userB := newUser("a@example.com", "A"), newUser("b@example.com", marker)
 	var everything []identity.Permission
 	for _, s := range identity.Catalog {
 		everything = append(everything, identity.Permission{ObType: s.ObType, ObID: "*", Actions: s.Actions})
@@ -59,9 +63,20 @@ func TestIsolationSweep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// B's object ids by path parameter; a parameter not listed gets "1".
-	bIDs := map[string]string{httpapi.UserPathParam: fmt.Sprint(userB.ID), "apikey_id": keyB.ID}
+	acctB, err := a.ACME.Create(ctx, userB.ID, acmeacct.NewAccount{ProviderName: "letsencrypt", Email: "b-acme@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := []string{marker, "b@example.com", "b-acme@example.com"}
 
+	// B's object ids by parameter or field name; other ids get "1".
+	bIDs := map[string]string{httpapi.UserPathParam: fmt.Sprint(userB.ID), "apikey_id": keyB.ID,
+		"acme_account_id": fmt.Sprint(acctB.ID)}
+	body, _ := json.Marshal(map[string]any{
+		"id": acctB.ID, "accountId": acctB.ID, "account_id": acctB.ID, "user_id": userB.ID, "userId": userB.ID,
+		"providerId": acctB.ProviderID, "is_default": true, "status": "disabled",
+		"name": "sweep", "permissions": []identity.Permission{{ObType: "certificates", ObID: "*", Actions: []string{"read"}}},
+	})
 	param := regexp.MustCompile(`\{([a-z_]+)\.{0,3}\}`)
 	fill := func(path string) string {
 		return param.ReplaceAllStringFunc(path, func(m string) string {
@@ -72,13 +87,7 @@ func TestIsolationSweep(t *testing.T) {
 		})
 	}
 	call := func(method, path, cred string) *httptest.ResponseRecorder {
-		var body *strings.Reader
-		if method == "POST" || method == "PUT" || method == "PATCH" {
-			body = strings.NewReader(`{"name":"sweep","permissions":[{"obtype":"certificates","obid":"*","actions":["read"]}]}`)
-		} else {
-			body = strings.NewReader("")
-		}
-		req := httptest.NewRequest(method, path, body)
+		req := httptest.NewRequest(method, path, strings.NewReader(string(body)))
 		if strings.HasPrefix(cred, "ak_") {
 			req.Header.Set("Authorization", "Bearer "+cred)
 		} else {
@@ -88,23 +97,14 @@ func TestIsolationSweep(t *testing.T) {
 		h.ServeHTTP(rec, req)
 		return rec
 	}
-	// What B sees through every user-scoped GET, as B.
-	var userRoutes, objectRoutes, adminRoutes []httpapi.Route
+	var routes []httpapi.Route
 	for _, g := range a.Groups() {
-		for _, r := range g.Routes {
-			switch {
-			case strings.HasPrefix(r.Path, "/apiv1/admin/"):
-				adminRoutes = append(adminRoutes, r)
-			case strings.Contains(r.Path, "{"+httpapi.UserPathParam+"}"):
-				userRoutes = append(userRoutes, r)
-			case strings.Contains(r.Path, "{"):
-				objectRoutes = append(objectRoutes, r)
-			}
-		}
+		routes = append(routes, g.Routes...)
 	}
+	sessionB := session(userB)
 	snapshot := func() map[string]string {
 		seen := map[string]string{}
-		for _, r := range userRoutes {
+		for _, r := range routes {
 			if r.Method == "GET" {
 				rec := call("GET", fill(r.Path), sessionB)
 				seen[r.Path] = fmt.Sprint(rec.Code, " ", rec.Body.String())
@@ -114,25 +114,35 @@ func TestIsolationSweep(t *testing.T) {
 	}
 	before := snapshot()
 
-	leaks, calls := 0, 0
-	for _, r := range append(slices.Clone(userRoutes), objectRoutes...) {
-		for _, cred := range []string{sessionA, keyA} {
+	leaks, calls, named := 0, 0, 0
+	for _, r := range routes {
+		namesB := strings.Contains(r.Path, "{")
+		if namesB {
+			named++
+		}
+		for _, cred := range []string{"session", keyA} {
+			if cred == "session" {
+				cred = session(userA) // fresh: a swept logout must not blind the rest
+			}
 			path := fill(r.Path)
 			rec := call(r.Method, path, cred)
 			calls++
-			if rec.Code < 400 || strings.Contains(rec.Body.String(), marker) || strings.Contains(rec.Body.String(), "b@example.com") {
-				leaks++
-				t.Errorf("%s %s as A (%s): %d %s", r.Method, path, cred[:3], rec.Code, rec.Body)
+			out := rec.Body.String()
+			leaked := ""
+			switch {
+			case namesB && rec.Code < 400:
+				leaked = "succeeded on B's object"
+			case strings.HasPrefix(r.Path, "/apiv1/admin/") && rec.Code != http.StatusForbidden && rec.Code != http.StatusUnauthorized:
+				leaked = "a non-admin passed an admin route"
 			}
-		}
-	}
-	for _, r := range adminRoutes {
-		for _, cred := range []string{sessionA, keyA} {
-			rec := call(r.Method, fill(r.Path), cred)
-			calls++
-			if rec.Code != http.StatusForbidden && rec.Code != http.StatusUnauthorized {
+			for _, s := range secrets {
+				if strings.Contains(out, s) {
+					leaked = "carried B's data " + s
+				}
+			}
+			if leaked != "" {
 				leaks++
-				t.Errorf("%s %s as non-admin A: %d %s", r.Method, r.Path, rec.Code, rec.Body)
+				t.Errorf("%s %s as A (%.3s): %s: %d %s", r.Method, path, cred, leaked, rec.Code, out)
 			}
 		}
 	}
@@ -143,12 +153,13 @@ func TestIsolationSweep(t *testing.T) {
 			t.Errorf("B's view of %s changed during the sweep:\nbefore %s\nafter  %s", path, was, after[path])
 		}
 	}
-	t.Logf("isolation sweep: %d user-scoped, %d other object and %d admin routes, %d calls, %d leaks or changes",
-		len(userRoutes), len(objectRoutes), len(adminRoutes), calls, leaks)
-	if len(userRoutes) < 5 || len(before) < 2 {
-		t.Fatalf("the sweep found only %d user-scoped routes (%d GETs): is the route discovery broken?", len(userRoutes), len(before))
+	t.Logf("isolation sweep: %d routes (%d naming objects), %d calls, %d leaks or changes", len(routes), named, calls, leaks)
+	if named < 10 || len(before) < 8 {
+		t.Fatalf("the sweep found only %d routes naming objects and %d GETs: is route discovery broken?", named, len(before))
 	}
-	if !strings.Contains(before["/apiv1/users/{user_id}/apikeys"], marker) {
-		t.Fatalf("B's own view does not show B's key, so the sweep cannot see a leak: %s", before["/apiv1/users/{user_id}/apikeys"])
+	for _, path := range []string{"/apiv1/users/{user_id}/apikeys", "/api/v1/acme/accounts"} {
+		if !strings.Contains(before[path], "b-") {
+			t.Fatalf("B's own view of %s shows none of B's objects, so the sweep could not see a leak: %s", path, before[path])
+		}
 	}
 }

@@ -53,7 +53,7 @@ func Lambda(ctx context.Context) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
-	if err := a.wireIdentity(m); err != nil {
+	if err := a.wireServices(m); err != nil {
 		return nil, err
 	}
 	return a, nil

@@ -55,7 +55,7 @@ func Local(ctx context.Context, cfg config.Config) (*App, error) {
 		a.Close()
 		return nil, fmt.Errorf("app: %w", err)
 	}
-	if err := a.wireIdentity(m); err != nil {
+	if err := a.wireServices(m); err != nil {
 		a.Close()
 		return nil, err
 	}

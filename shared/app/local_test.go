@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/app"
 	"github.com/certfleet/certfleet/shared/config"
 	"github.com/certfleet/certfleet/shared/keys"
@@ -176,5 +177,17 @@ func TestLocalJobsRun(t *testing.T) {
 	}
 	if strings.Join(names, ",") != "dead-letter-watch,purge-expired" {
 		t.Fatalf("local jobs = %v", names)
+	}
+}
+
+// TestCADirectoryOverridesCoverEveryBuiltin keeps config's list of
+// overridable providers in step with acmeacct's built-ins.
+func TestCADirectoryOverridesCoverEveryBuiltin(t *testing.T) {
+	var names []string
+	for _, p := range acmeacct.Builtins {
+		names = append(names, p.Name)
+	}
+	if strings.Join(names, ",") != strings.Join(config.CAProviders, ",") {
+		t.Fatalf("acmeacct.Builtins %v != config.CAProviders %v", names, config.CAProviders)
 	}
 }

@@ -18,4 +18,7 @@ var Tables = []store.TableSpec{
 	// ratelimit holds fixed-window request and login-failure counters,
 	// which expire.
 	{Name: "ratelimit"},
+	// acme holds ACME accounts per user with their uniqueness, default and
+	// reference items, and CA providers added by admins.
+	{Name: "acme"},
 }

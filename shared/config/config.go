@@ -47,6 +47,39 @@ type Config struct {
 	SessionCookie     string
 	RateLimit         int
 	SMTP              SMTP
+	// CADirectories overrides built-in CA providers' ACME directories, by
+	// provider name (CERTFLEET_CA_<NAME>_DIRECTORY).
+	CADirectories map[string]string
+	// CARootsFile is a PEM file of extra roots trusted when talking to CAs.
+	CARootsFile string
+}
+
+// CAProviders are the built-in CA providers whose directory can be
+// overridden, by name (acmeacct.Builtins).
+var CAProviders = []string{"letsencrypt", "google", "letsencrypt-staging", "google-staging", "zerossl", "buypass", "sslcom"}
+
+// CADirectoryVar is the variable that overrides a provider's directory.
+func CADirectoryVar(provider string) string {
+	return "CERTFLEET_CA_" + strings.ToUpper(strings.ReplaceAll(provider, "-", "_")) + "_DIRECTORY"
+}
+
+func init() {
+	for _, name := range CAProviders {
+		Vars = append(Vars, Var{CADirectoryVar(name), "", "ACME directory URL used for the " + name + " provider (a private or test CA: step-ca, Pebble)",
+			func(c *Config, v string) error {
+				u, err := url.Parse(v)
+				if err != nil || u.Scheme != "https" || u.Host == "" {
+					return errors.New("must be an https URL of an ACME directory")
+				}
+				c.CADirectories[name] = v
+				return nil
+			}})
+	}
+	Vars = append(Vars, Var{"CERTFLEET_CA_ROOTS", "", "PEM file of extra root certificates trusted when talking to CAs (for a private or test CA)",
+		func(c *Config, v string) error {
+			c.CARootsFile = v
+			return nil
+		}})
 }
 
 // SMTP is the mail server; an empty Host means none (the local shape then
@@ -179,7 +212,7 @@ func Load(shape Shape, getenv func(string) string) (Config, error) {
 	c := Config{Shape: shape, LogFormat: "text", TablePrefix: "certfleet-", DataDir: "./data",
 		Port: 8080, WorkerConcurrency: 4, QueueVisibility: time.Minute, QueueMaxReceives: 5,
 		ShutdownTimeout: 30 * time.Second, SessionCookie: "cjj365", RateLimit: 100,
-		SMTP: SMTP{Port: 587, From: "certfleet@localhost"}}
+		SMTP: SMTP{Port: 587, From: "certfleet@localhost"}, CADirectories: map[string]string{}}
 	if shape == Lambda {
 		c.LogFormat = "json"
 	}

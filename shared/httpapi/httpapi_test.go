@@ -259,3 +259,25 @@ func TestHealth(t *testing.T) {
 		t.Fatal("check failure detail leaked")
 	}
 }
+
+func TestDialectAnswersItsOwn404And405(t *testing.T) {
+	dialect := httpapi.Group{Name: "d", Prefix: "/api/v1/d/",
+		Errors: func(w http.ResponseWriter, r *http.Request, err error, _ map[string]any) {
+			status, _ := httpapi.Status(err)
+			w.WriteHeader(status)
+			io.WriteString(w, `{"code":1,"message":"dialect"}`)
+		},
+		Routes: []httpapi.Route{{Method: "POST", Path: "/api/v1/d/thing", Handler: http.NotFoundHandler()}}}
+	h := httpapi.NewRouter(dialect, httpapi.Group{Name: "other", Routes: []httpapi.Route{{Method: "GET", Path: "/x", Handler: http.NotFoundHandler()}}})
+	for path, want := range map[string]string{
+		"/api/v1/d/thing": `{"code":1,"message":"dialect"}`, // 405
+		"/api/v1/d/nope":  `{"code":1,"message":"dialect"}`, // 404
+		"/elsewhere":      `{"error":{"code":5003,"what":"no route for GET /elsewhere"}}` + "\n",
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if rec.Body.String() != want {
+			t.Errorf("GET %s: %d %q, want %q", path, rec.Code, rec.Body, want)
+		}
+	}
+}

@@ -28,11 +28,17 @@ type Route struct {
 type Group struct {
 	Name   string
 	Routes []Route
+	// Prefix and Errors let a dialect with its own envelope answer the
+	// router's 404 and 405 for paths under Prefix; nil Errors means the
+	// cert-ctrl envelope.
+	Prefix string
+	Errors func(w http.ResponseWriter, r *http.Request, err error, params map[string]any)
 }
 
 // Router dispatches to its groups' routes. An unknown path is a 404 and a
 // known path with another method a 405 (with Allow), both in the envelope.
 type Router struct {
+	groups  []Group
 	mux     *http.ServeMux
 	allowed map[string][]string // path pattern → its methods
 	paths   *http.ServeMux      // path pattern without method, for 405s
@@ -41,7 +47,7 @@ type Router struct {
 // NewRouter builds a router over the groups. A route registered twice is a
 // programming error and panics, as net/http does.
 func NewRouter(groups ...Group) *Router {
-	rt := &Router{mux: http.NewServeMux(), allowed: map[string][]string{}, paths: http.NewServeMux()}
+	rt := &Router{groups: groups, mux: http.NewServeMux(), allowed: map[string][]string{}, paths: http.NewServeMux()}
 	for _, g := range groups {
 		for _, r := range g.Routes {
 			rt.mux.Handle(r.Method+" "+r.Path, r.Handler)
@@ -67,8 +73,20 @@ func (rt *Router) unmatched(w http.ResponseWriter, r *http.Request) {
 		}
 		slices.Sort(methods)
 		w.Header().Set("Allow", strings.Join(methods, ", "))
-		WriteError(w, r, apperr.New(apperr.MethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
+		rt.refuse(w, r, apperr.New(apperr.MethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
 		return
 	}
-	WriteError(w, r, apperr.New(apperr.NotFound, "no route for %s %s", r.Method, r.URL.Path))
+	rt.refuse(w, r, apperr.New(apperr.NotFound, "no route for %s %s", r.Method, r.URL.Path))
+}
+
+// refuse writes err in the envelope of the group whose prefix the path is
+// under, or the cert-ctrl envelope.
+func (rt *Router) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	for _, g := range rt.groups {
+		if g.Errors != nil && g.Prefix != "" && strings.HasPrefix(r.URL.Path, g.Prefix) {
+			g.Errors(w, r, err, nil)
+			return
+		}
+	}
+	WriteError(w, r, err)
 }

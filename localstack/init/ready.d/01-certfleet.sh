@@ -125,6 +125,23 @@ ttl_enabled "${PREFIX}ratelimit" ||
     --time-to-live-specification Enabled=true,AttributeName=ttl \
     >/dev/null
 
+# acme: ACME accounts per user with their uniqueness, default and reference
+# items, and CA providers added by admins.
+table_exists "${PREFIX}acme" ||
+  awslocal dynamodb create-table \
+    --table-name "${PREFIX}acme" \
+    --billing-mode PAY_PER_REQUEST \
+    --attribute-definitions \
+      AttributeName=pk,AttributeType=S \
+      AttributeName=sk,AttributeType=S \
+    --key-schema AttributeName=pk,KeyType=HASH AttributeName=sk,KeyType=RANGE \
+    >/dev/null
+ttl_enabled "${PREFIX}acme" ||
+  awslocal dynamodb update-time-to-live \
+    --table-name "${PREFIX}acme" \
+    --time-to-live-specification Enabled=true,AttributeName=ttl \
+    >/dev/null
+
 # ---------------------------------------------------------------- queues ----
 # Dead-letter queues first: a RedrivePolicy needs its target's ARN.
 

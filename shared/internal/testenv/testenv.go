@@ -5,6 +5,7 @@
 package testenv
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -21,6 +22,8 @@ import (
 	"github.com/certfleet/certfleet/shared/keys"
 	keyslocal "github.com/certfleet/certfleet/shared/keys/local"
 	"github.com/certfleet/certfleet/shared/mail/outbox"
+	"github.com/certfleet/certfleet/shared/queue"
+	queuelocal "github.com/certfleet/certfleet/shared/queue/local"
 	"github.com/certfleet/certfleet/shared/store"
 	"github.com/certfleet/certfleet/shared/store/bolt"
 )
@@ -30,7 +33,9 @@ const PublicURL = "http://localhost:8080"
 
 // Parts are real local adapters in a test's temporary directory.
 type Parts struct {
-	Store     store.Store
+	Store store.Store
+	// Queue is a durable local queue in its own bbolt file.
+	Queue     *queuelocal.Queue
 	Sealer    keys.Sealer
 	Outbox    *outbox.Sender
 	OutboxDir string
@@ -58,7 +63,46 @@ func New(tb testing.TB) *Parts {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &Parts{Store: bolt.New(db), Sealer: keys.NewEnvelope(w), Outbox: ob, OutboxDir: obDir, Log: log, Clock: &Clock{}}
+	qdb, err := bolt.OpenDB(filepath.Join(dir, "queue.db"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { qdb.Close() })
+	q, err := queuelocal.New(qdb, "issuance", queuelocal.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &Parts{Store: bolt.New(db), Queue: q, Sealer: keys.NewEnvelope(w), Outbox: ob, OutboxDir: obDir, Log: log, Clock: &Clock{}}
+}
+
+// RunQueued receives every message queued now and dispatches each to the
+// handler for its kind, as the worker would, acknowledging successes; it
+// fails the test on a kind without a handler or a handler error.
+func (p *Parts) RunQueued(tb testing.TB, handlers map[string]func(context.Context, queue.Delivery) error) int {
+	tb.Helper()
+	n := 0
+	for {
+		ds, err := p.Queue.Receive(context.Background(), queue.MaxReceiveBatch, 0)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if len(ds) == 0 {
+			return n
+		}
+		for _, d := range ds {
+			h, ok := handlers[d.Kind]
+			if !ok {
+				tb.Fatalf("no handler for queued kind %q", d.Kind)
+			}
+			if err := h(context.Background(), d); err != nil {
+				tb.Fatalf("step %s: %v", d.Kind, err)
+			}
+			if err := p.Queue.Ack(context.Background(), d); err != nil {
+				tb.Fatal(err)
+			}
+			n++
+		}
+	}
 }
 
 // Identity is an identity service over the parts, with a cheap password
