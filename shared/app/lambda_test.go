@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,6 +116,32 @@ func TestReplayHealthEvent(t *testing.T) {
 	json.Unmarshal([]byte(resp.Body), &failure)
 	if resp.StatusCode != 503 || failure.Error.Code != 5030 || failure.Error.Params["queue"] != "unavailable" || failure.Error.Params["store"] != "ok" {
 		t.Fatalf("health with a missing queue: %d %s", resp.StatusCode, resp.Body)
+	}
+}
+
+// TestReplayRouteGroupEvents replays each route-group function's sample
+// event through its real handler.
+func TestReplayRouteGroupEvents(t *testing.T) {
+	a := lambdaApp(t)
+	for _, c := range []struct {
+		event   string
+		handler http.Handler
+		status  int
+		body    string
+	}{
+		{"auth.json", a.AuthHandler(), 200, `"obtype":"acme_accounts"`},
+		{"acmeaccounts.json", a.AcmeAccountsHandler(), 401, `"code":5018`},
+		{"acmeapi.json", a.AcmeAPIHandler(), 200, `"name":"letsencrypt"`},
+	} {
+		var ev events.APIGatewayV2HTTPRequest
+		loadEvent(t, c.event, &ev)
+		resp, err := app.HTTPLambda(c.handler)(context.Background(), ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != c.status || !strings.Contains(resp.Body, c.body) {
+			t.Errorf("events/%s: %d %s", c.event, resp.StatusCode, resp.Body)
+		}
 	}
 }
 

@@ -23,8 +23,9 @@ import (
 // Pebble playing Let's Encrypt.
 type acmeEnv struct {
 	*env
-	parts *testenv.Parts
-	svc   *acmeacct.Service
+	parts  *testenv.Parts
+	svc    *acmeacct.Service
+	pebble *pebbletest.Pebble
 }
 
 func newACMEEnv(t *testing.T) *acmeEnv {
@@ -43,7 +44,7 @@ func newACMEEnv(t *testing.T) *acmeEnv {
 		certctrl.AuthGroup(certctrl.AuthDeps{Identity: ids, Guard: guard, Cookies: certctrl.Sessions{CookieName: "cjj365"}}),
 		certctrl.AcmeAccountsGroup(svc, guard)), p.Log)
 	e := &env{Client: testenv.Client{T: t, Handler: h}, t: t, ids: ids, clock: p.Clock, outbox: p.OutboxDir}
-	return &acmeEnv{env: e, parts: p, svc: svc}
+	return &acmeEnv{env: e, parts: p, svc: svc, pebble: peb}
 }
 
 // register runs the queued registration steps, as the worker would.
@@ -180,5 +181,35 @@ func TestEnablingAnUnregisteredAccountRegistersIt(t *testing.T) {
 	}
 	if got := decode[acctView](t, e.do("GET", path, "", session)); got.Status != "active" || got.AccountURL == "" {
 		t.Fatalf("after registration: %+v", got)
+	}
+}
+
+func TestAdminAddsACustomCA(t *testing.T) {
+	e := newACMEEnv(t)
+	userSession, _ := e.registerActive("user@example.com")
+	if _, err := e.ids.Register(context.Background(), identity.Registration{Email: "root@example.com", Password: goodPassword, Admin: true, Active: true}); err != nil {
+		t.Fatal(err)
+	}
+	admin := sessionCookie(t, e.do("POST", "/auth/general", `{"action":"login","email":"root@example.com","password":"`+goodPassword+`"}`, ""))
+	body := `{"name":"private-ca","title":"Our step-ca","directoryUrl":"` + e.pebble.DirectoryURL + `"}`
+	e.want(e.do("POST", "/apiv1/admin/acme-providers", body, userSession), 403, "administrators")
+	r := e.do("POST", "/apiv1/admin/acme-providers", body, admin)
+	e.want(r, 201, "")
+	p := decode[acmeacct.Provider](t, r)
+	if p.ID <= 100 || p.Meta == nil || p.Meta.TermsOfService == "" {
+		t.Fatalf("added provider: %s", r.Body)
+	}
+	e.want(e.do("POST", "/apiv1/admin/acme-providers", body, admin), 409, "already exists")
+	e.want(e.do("POST", "/apiv1/admin/acme-providers", `{"name":"x","directoryUrl":"http://insecure.example/dir"}`, admin), 400, "")
+	e.want(e.do("POST", "/apiv1/admin/acme-providers", `{"name":"dead-ca","directoryUrl":"https://127.0.0.1:1/dir"}`, admin), 400, "did not answer")
+	list := decode[[]acmeacct.Provider](t, e.do("GET", "/apiv1/admin/acme-providers", "", admin))
+	if len(list) != len(acmeacct.Builtins)+1 || list[len(list)-1].Name != "private-ca" {
+		t.Fatalf("providers: %+v", list)
+	}
+	// Users register accounts with it like with any provider.
+	a := decode[acctView](t, e.do("POST", "/apiv1/me/acme-accounts", `{"provider_name":"private-ca","email":"user@example.com"}`, userSession))
+	e.register()
+	if got := decode[acctView](t, e.do("GET", fmt.Sprintf("/apiv1/me/acme-accounts/%d", a.ID), "", userSession)); got.Status != "active" {
+		t.Fatalf("account at the custom CA: %+v", got)
 	}
 }
