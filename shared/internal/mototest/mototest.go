@@ -7,17 +7,16 @@
 package mototest
 
 import (
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/certfleet/certfleet/shared/internal/testproc"
 )
 
 // Server is a running moto server.
@@ -59,7 +58,7 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := testproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -95,35 +94,4 @@ func (s *Server) Stop() {
 	}
 }
 
-func binary() (string, error) {
-	if p := os.Getenv("MOTO_SERVER"); p != "" {
-		return p, nil
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			p := filepath.Join(dir, ".venv", "bin", "moto_server")
-			if _, err := os.Stat(p); err != nil {
-				return "", fmt.Errorf("%s not found: run `make tools` (or set MOTO_SERVER)", p)
-			}
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory; set MOTO_SERVER")
-		}
-		dir = parent
-	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func binary() (string, error) { return testproc.VenvBinary("MOTO_SERVER", "moto_server") }

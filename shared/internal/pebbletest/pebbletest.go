@@ -22,10 +22,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -36,6 +34,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/certfleet/certfleet/shared/internal/testproc"
 )
 
 const pebbleModule = "github.com/letsencrypt/pebble/v2"
@@ -122,11 +122,11 @@ func Start(t testing.TB, opts Options) *Pebble {
 }
 
 func start(bin, modDir, dir string, attempt int, opts Options, pool *x509.CertPool) (*Pebble, error) {
-	apiPort, err := freePort()
+	apiPort, err := testproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	mgmtPort, err := freePort()
+	mgmtPort, err := testproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -369,7 +369,7 @@ func moduleDir() (string, error) {
 
 // goCommand runs the go command in the module root and returns its stdout.
 func goCommand(args ...string) ([]byte, error) {
-	root, err := moduleRoot()
+	root, err := testproc.ModuleRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -387,24 +387,6 @@ func goCommand(args ...string) ([]byte, error) {
 	return stdout.Bytes(), nil
 }
 
-// moduleRoot is the directory of the go.mod above the working directory.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
 func environWithout(prefix string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
@@ -413,15 +395,6 @@ func environWithout(prefix string) []string {
 		}
 	}
 	return env
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // tail returns the last n lines of a log file.

@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/certfleet/certfleet/shared/internal/testproc"
 )
 
 // The test server is testdata/smtpd.py on aiosmtpd, run by the Python in
@@ -37,27 +39,11 @@ const (
 
 func python(t *testing.T) string {
 	t.Helper()
-	if p := os.Getenv("AIOSMTPD_PYTHON"); p != "" {
-		return p
-	}
-	dir, err := os.Getwd()
+	p, err := testproc.VenvBinary("AIOSMTPD_PYTHON", "python")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the test SMTP server (aiosmtpd) needs the project venv: %v", err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			p := filepath.Join(dir, ".venv", "bin", "python")
-			if _, err := os.Stat(p); err != nil {
-				t.Fatalf("%s not found: run `make tools` to install the test SMTP server (aiosmtpd), or set AIOSMTPD_PYTHON", p)
-			}
-			return p
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the working directory; set AIOSMTPD_PYTHON")
-		}
-		dir = parent
-	}
+	return p
 }
 
 // tlsFiles is a self-signed certificate for localhost, 127.0.0.1 and ::1
