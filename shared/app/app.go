@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/certfleet/certfleet/shared/acmeacct"
+	"github.com/certfleet/certfleet/shared/certs"
 	"github.com/certfleet/certfleet/shared/config"
 	"github.com/certfleet/certfleet/shared/httpapi"
 	"github.com/certfleet/certfleet/shared/identity"
@@ -52,6 +53,8 @@ type App struct {
 	Passkeys *passkey.Service
 	// ACME is ACME accounts and CA providers.
 	ACME *acmeacct.Service
+	// Certs is certificate records.
+	Certs *certs.Service
 
 	closers []func() error
 	// purgeExpired reclaims expired items; only the embedded store needs
@@ -77,12 +80,16 @@ func (a *App) wireServices(m mail.Sender) error {
 	if err := a.wireIdentity(m); err != nil {
 		return err
 	}
-	return a.wireACME()
+	if err := a.wireACME(); err != nil {
+		return err
+	}
+	a.wireCerts()
+	return nil
 }
 
 // Groups is every route group, in mount order.
 func (a *App) Groups() []httpapi.Group {
-	return []httpapi.Group{a.healthGroup(), a.authGroup(), a.acmeAccountsGroup(), a.acmeAPIGroup()}
+	return []httpapi.Group{a.healthGroup(), a.authGroup(), a.acmeAccountsGroup(), a.acmeAPIGroup(), a.certificatesGroup()}
 }
 
 // Handler serves every route group on one router (the local shape).

@@ -12,6 +12,7 @@ import (
 
 	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/app"
+	"github.com/certfleet/certfleet/shared/certs"
 	"github.com/certfleet/certfleet/shared/httpapi"
 	"github.com/certfleet/certfleet/shared/identity"
 )
@@ -67,11 +68,15 @@ func TestIsolationSweep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	secrets := []string{marker, "b@example.com", "b-acme@example.com"}
+	certB, err := a.Certs.Create(ctx, userB.ID, certs.NewCertificate{DomainName: "b-private.example", AcctID: acctB.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := []string{marker, "b@example.com", "b-acme@example.com", "b-private.example"}
 
 	// B's object ids by parameter or field name; other ids get "1".
 	bIDs := map[string]string{httpapi.UserPathParam: fmt.Sprint(userB.ID), "apikey_id": keyB.ID,
-		"acme_account_id": fmt.Sprint(acctB.ID)}
+		"acme_account_id": fmt.Sprint(acctB.ID), "certificate_id": fmt.Sprint(certB.ID)}
 	body, _ := json.Marshal(map[string]any{
 		"id": acctB.ID, "accountId": acctB.ID, "account_id": acctB.ID, "user_id": userB.ID, "userId": userB.ID,
 		"providerId": acctB.ProviderID, "is_default": true, "status": "disabled",
@@ -157,7 +162,7 @@ func TestIsolationSweep(t *testing.T) {
 	if named < 10 || len(before) < 8 {
 		t.Fatalf("the sweep found only %d routes naming objects and %d GETs: is route discovery broken?", named, len(before))
 	}
-	for _, path := range []string{"/apiv1/users/{user_id}/apikeys", "/api/v1/acme/accounts"} {
+	for _, path := range []string{"/apiv1/users/{user_id}/apikeys", "/api/v1/acme/accounts", "/apiv1/users/{user_id}/certificates"} {
 		if !strings.Contains(before[path], "b-") {
 			t.Fatalf("B's own view of %s shows none of B's objects, so the sweep could not see a leak: %s", path, before[path])
 		}

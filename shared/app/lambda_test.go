@@ -132,6 +132,7 @@ func TestReplayRouteGroupEvents(t *testing.T) {
 		{"auth.json", a.AuthHandler(), 200, `"obtype":"acme_accounts"`},
 		{"acmeaccounts.json", a.AcmeAccountsHandler(), 401, `"code":5018`},
 		{"acmeapi.json", a.AcmeAPIHandler(), 200, `"name":"letsencrypt"`},
+		{"certificates.json", a.CertificatesHandler(), 401, `"code":5018`},
 	} {
 		var ev events.APIGatewayV2HTTPRequest
 		loadEvent(t, c.event, &ev)

@@ -21,4 +21,8 @@ var Tables = []store.TableSpec{
 	// acme holds ACME accounts per user with their uniqueness, default and
 	// reference items, and CA providers added by admins.
 	{Name: "acme"},
+	// certs holds certificate records per user and each user's certificate
+	// count; gsi1 lists a user's certificates per ACME account, gsi2 lists
+	// certificates by renewal time.
+	{Name: "certs", Indexes: []string{"gsi1", "gsi2"}},
 }

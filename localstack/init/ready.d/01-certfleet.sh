@@ -142,6 +142,38 @@ ttl_enabled "${PREFIX}acme" ||
     --time-to-live-specification Enabled=true,AttributeName=ttl \
     >/dev/null
 
+# certs: certificate records per user and each user's certificate count;
+# gsi1 lists a user's certificates per ACME account, gsi2 lists
+# certificates by renewal time.
+table_exists "${PREFIX}certs" ||
+  awslocal dynamodb create-table \
+    --table-name "${PREFIX}certs" \
+    --billing-mode PAY_PER_REQUEST \
+    --attribute-definitions \
+      AttributeName=pk,AttributeType=S \
+      AttributeName=sk,AttributeType=S \
+      AttributeName=gsi1pk,AttributeType=S \
+      AttributeName=gsi1sk,AttributeType=S \
+      AttributeName=gsi2pk,AttributeType=S \
+      AttributeName=gsi2sk,AttributeType=S \
+    --key-schema AttributeName=pk,KeyType=HASH AttributeName=sk,KeyType=RANGE \
+    --global-secondary-indexes '[
+      {"IndexName": "gsi1",
+       "KeySchema": [{"AttributeName": "gsi1pk", "KeyType": "HASH"},
+                     {"AttributeName": "gsi1sk", "KeyType": "RANGE"}],
+       "Projection": {"ProjectionType": "ALL"}},
+      {"IndexName": "gsi2",
+       "KeySchema": [{"AttributeName": "gsi2pk", "KeyType": "HASH"},
+                     {"AttributeName": "gsi2sk", "KeyType": "RANGE"}],
+       "Projection": {"ProjectionType": "ALL"}}
+    ]' \
+    >/dev/null
+ttl_enabled "${PREFIX}certs" ||
+  awslocal dynamodb update-time-to-live \
+    --table-name "${PREFIX}certs" \
+    --time-to-live-specification Enabled=true,AttributeName=ttl \
+    >/dev/null
+
 # ---------------------------------------------------------------- queues ----
 # Dead-letter queues first: a RedrivePolicy needs its target's ARN.
 

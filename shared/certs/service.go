@@ -1,0 +1,567 @@
+package certs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/certfleet/certfleet/shared/acmeacct"
+	"github.com/certfleet/certfleet/shared/apperr"
+	"github.com/certfleet/certfleet/shared/store"
+)
+
+// DefaultMaxPerUser bounds how many certificates one user keeps unless
+// Config says otherwise.
+const DefaultMaxPerUser = 5000
+
+// Config tunes the service.
+type Config struct {
+	// MaxPerUser bounds how many certificates one user keeps (counted
+	// atomically per user). 0 means DefaultMaxPerUser.
+	MaxPerUser int
+	Now        func() time.Time
+	Log        *slog.Logger
+}
+
+// Service is the certificate record service. Safe for concurrent use.
+type Service struct {
+	st    store.Store
+	accts Accounts
+	cfg   Config
+	log   *slog.Logger
+}
+
+// New returns the service over the store and the ACME account service.
+func New(st store.Store, accts Accounts, cfg Config) *Service {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.MaxPerUser == 0 {
+		cfg.MaxPerUser = DefaultMaxPerUser
+	}
+	return &Service{st: st, accts: accts, cfg: cfg, log: cfg.Log}
+}
+
+func (s *Service) now() time.Time { return s.cfg.Now().UTC().Truncate(time.Second) }
+
+// record is the stored certificate. Sealed secrets (the private key) will
+// sit here, beside the Certificate, never in it.
+type record struct {
+	Certificate
+}
+
+func userPK(userID int64) string { return "user#" + strconv.FormatInt(userID, 10) }
+func certSK(id int64) string     { return fmt.Sprintf("cert#%019d", id) }
+func certKey(userID, id int64) store.Key {
+	return store.Key{Table: Table, PK: userPK(userID), SK: certSK(id)}
+}
+func accountIndexPK(userID, acctID int64) string { return fmt.Sprintf("acct#%d#%d", userID, acctID) }
+
+// renewalPK is the one partition of IndexByRenewal.
+const renewalPK = "renew"
+
+// item encodes rec with its index entries.
+func item(rec record) (store.Item, error) {
+	it, err := store.JSONItem(certKey(rec.UserID, rec.ID), rec)
+	if err != nil {
+		return store.Item{}, err
+	}
+	it.Indexes = map[string]store.IndexKey{
+		IndexByAccount: {PK: accountIndexPK(rec.UserID, rec.AcctID), SK: certSK(rec.ID)},
+	}
+	if !rec.RenewAt.IsZero() {
+		it.Indexes[IndexByRenewal] = store.IndexKey{PK: renewalPK,
+			SK: fmt.Sprintf("%s#%019d", rec.RenewAt.UTC().Format("20060102T150405Z"), rec.ID)}
+	}
+	return it, nil
+}
+
+// idOf returns the certificate id of a stored item.
+func idOf(it store.Item) (int64, error) {
+	id, err := strconv.ParseInt(strings.TrimPrefix(it.SK, "cert#"), 10, 64)
+	if err != nil || !strings.HasPrefix(it.SK, "cert#") {
+		return 0, fmt.Errorf("certs: unexpected item %s", it.Key)
+	}
+	return id, nil
+}
+
+// Create validates and stores a new certificate, status "new", and counts
+// it on its ACME account. Errors: Invalid naming the field (a name, see
+// NormalizeNames; key_algorithm, key_size, policy, challenge_type,
+// validation.method, server_decrypt_export; acct_id when the account is
+// not one of the user's or is disabled or failed); Conflict when the user
+// has MaxPerUser certificates.
+func (s *Service) Create(ctx context.Context, userID int64, nc NewCertificate) (Certificate, error) {
+	c := Certificate{UserID: userID, AcctID: nc.AcctID, ServerDecryptExport: nc.ServerDecryptExport, Status: StatusNew}
+	var err error
+	if c.KeyAlgorithm, c.KeySize, err = resolveKey(nc.KeyAlgorithm, nc.KeySize); err != nil {
+		return Certificate{}, err
+	}
+	if c.Policy, err = resolvePolicy(nc.Policy); err != nil {
+		return Certificate{}, err
+	}
+	if c.ChallengeType, c.Validation.Method, err = resolveValidation(nc.ChallengeType, nc.ValidationMethod); err != nil {
+		return Certificate{}, err
+	}
+	if c.DomainName, c.SANs, err = NormalizeNames(nc.DomainName, nc.SANs, c.Validation.Method); err != nil {
+		return Certificate{}, err
+	}
+	if err := checkExport(c.Policy, c.ServerDecryptExport, "server_decrypt_export"); err != nil {
+		return Certificate{}, err
+	}
+	if c.AcctID <= 0 {
+		return Certificate{}, apperr.InvalidField("acct_id", "is required: the id of one of your ACME accounts")
+	}
+	// The user's count and the account's are raised before the
+	// certificate exists: a crash in between leaves a count high (one
+	// certificate less room, or an account that cannot be deleted), never
+	// a certificate on an account that can be.
+	n, err := s.st.Increment(ctx, countKey(userID), 1, time.Time{})
+	if err != nil {
+		return Certificate{}, fmt.Errorf("certs: count the user's certificates: %w", err)
+	}
+	if n > int64(s.cfg.MaxPerUser) {
+		s.uncount(ctx, userID)
+		return Certificate{}, apperr.New(apperr.Conflict, "a user has at most %d certificates", s.cfg.MaxPerUser)
+	}
+	if err := s.useAccount(ctx, userID, c.AcctID); err != nil {
+		s.uncount(ctx, userID)
+		return Certificate{}, err
+	}
+	c.ID, err = s.st.Increment(ctx, store.Key{Table: CounterTable, PK: "counter", SK: "certificates"}, 1, time.Time{})
+	if err != nil {
+		s.uncount(ctx, userID)
+		s.releaseAccount(ctx, userID, c.AcctID)
+		return Certificate{}, fmt.Errorf("certs: next certificate id: %w", err)
+	}
+	c.CreatedAt = s.now()
+	c.UpdatedAt = c.CreatedAt
+	it, err := item(record{Certificate: c})
+	if err == nil {
+		_, err = s.st.Put(ctx, it, store.IfAbsent)
+	}
+	if err != nil {
+		s.uncount(ctx, userID)
+		s.releaseAccount(ctx, userID, c.AcctID)
+		return Certificate{}, fmt.Errorf("certs: create: %w", err)
+	}
+	return c, nil
+}
+
+// countKey is the counter of a user's certificates (beside them, outside
+// the "cert#" sort keys that listings read).
+func countKey(userID int64) store.Key {
+	return store.Key{Table: Table, PK: userPK(userID), SK: "count"}
+}
+
+// uncount lowers the user's certificate count; a failure only leaves it
+// high, so it is logged, not returned.
+func (s *Service) uncount(ctx context.Context, userID int64) {
+	if _, err := s.st.Increment(context.WithoutCancel(ctx), countKey(userID), -1, time.Time{}); err != nil {
+		s.log.Error("certs: lowering the user's certificate count failed; it stays high", "user", userID, "err", err)
+	}
+}
+
+// useAccount checks that acctID is one of the user's accounts that is not
+// disabled or failed, and counts a certificate on it.
+func (s *Service) useAccount(ctx context.Context, userID, acctID int64) error {
+	a, err := s.accts.Get(ctx, userID, acctID)
+	if apperr.CodeOf(err) == apperr.NotFound {
+		return apperr.InvalidField("acct_id", "ACME account %d is not one of your accounts", acctID)
+	}
+	if err != nil {
+		return err
+	}
+	if a.Status == acmeacct.StatusDisabled || a.Status == acmeacct.StatusFailed {
+		return apperr.InvalidField("acct_id", "ACME account %d is %s and cannot be used; enable it or choose another", acctID, a.Status)
+	}
+	err = s.reference(ctx, userID, acctID, 1)
+	switch code := apperr.CodeOf(err); code {
+	case "":
+		return nil
+	case apperr.NotFound:
+		return apperr.InvalidField("acct_id", "ACME account %d is not one of your accounts", acctID)
+	case apperr.Conflict:
+		return &apperr.Error{Code: code, Field: "acct_id", Message: "acct_id: " + apperr.MessageOf(err)}
+	default:
+		return err
+	}
+}
+
+// releaseAccount uncounts a certificate from its account. A failure only
+// leaves the count high (the account cannot be deleted), so it is logged,
+// not returned.
+func (s *Service) releaseAccount(ctx context.Context, userID, acctID int64) {
+	if err := s.reference(context.WithoutCancel(ctx), userID, acctID, -1); err != nil {
+		s.log.Error("certs: uncounting a certificate from its ACME account failed; the account's count stays high",
+			"user", userID, "account", acctID, "err", err)
+	}
+}
+
+// referenceAttempts bounds how often reference retries a count that
+// concurrent writers keep changing.
+const referenceAttempts = 30
+
+// reference adds delta to the account's count of certificates. The
+// account service retries a concurrent change only briefly, so a busy
+// account (many certificates created at once) would refuse with a
+// Conflict: reference retries with a growing, jittered pause, and stops
+// on a Conflict that is about the account's status.
+func (s *Service) reference(ctx context.Context, userID, acctID int64, delta int) error {
+	pause := time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := s.accts.Reference(ctx, userID, acctID, acmeacct.RefCertificate, delta)
+		if apperr.CodeOf(err) != apperr.Conflict || attempt == referenceAttempts {
+			return err
+		}
+		if delta > 0 {
+			// A disabled or failed account is not worth retrying.
+			a, gerr := s.accts.Get(ctx, userID, acctID)
+			if gerr != nil || a.Status == acmeacct.StatusDisabled || a.Status == acmeacct.StatusFailed {
+				return err
+			}
+		}
+		t := time.NewTimer(pause/2 + time.Duration(rand.Int64N(int64(pause))))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		pause = min(2*pause, 50*time.Millisecond)
+	}
+}
+
+// load reads one of the user's certificates; another user's is NotFound.
+func (s *Service) load(ctx context.Context, userID, id int64) (record, store.Item, error) {
+	var rec record
+	it, err := store.GetJSON(ctx, s.st, certKey(userID, id), &rec)
+	if errors.Is(err, store.ErrNotFound) {
+		return rec, it, apperr.New(apperr.NotFound, "certificate %d not found", id)
+	}
+	return rec, it, err
+}
+
+// Get returns one of the user's certificates. Errors: NotFound.
+func (s *Service) Get(ctx context.Context, userID, id int64) (Certificate, error) {
+	rec, _, err := s.load(ctx, userID, id)
+	return rec.Certificate, err
+}
+
+func (s *Service) userQuery(userID int64) store.Query {
+	return store.Query{Table: Table, PK: userPK(userID), SKPrefix: "cert#", Limit: store.MaxQueryLimit}
+}
+
+// List returns the user's certificates that f allows, oldest first,
+// skipping offset and returning at most limit (0: 100), with the total
+// that f allows.
+func (s *Service) List(ctx context.Context, userID int64, f Filter, offset, limit int) ([]Certificate, int, error) {
+	return s.page(ctx, s.userQuery(userID), f, max(offset, 0), pageLimit(limit))
+}
+
+// ListByAccount is List for the certificates of one of the user's ACME
+// accounts. Errors: NotFound for an account that is not the user's. The
+// index behind it may lag a write by a moment (see store.Item.Indexes).
+func (s *Service) ListByAccount(ctx context.Context, userID, acctID int64, f Filter, offset, limit int) ([]Certificate, int, error) {
+	if _, err := s.accts.Get(ctx, userID, acctID); err != nil {
+		return nil, 0, err
+	}
+	q := store.Query{Table: Table, Index: IndexByAccount, PK: accountIndexPK(userID, acctID), Limit: store.MaxQueryLimit}
+	return s.page(ctx, q, f, max(offset, 0), pageLimit(limit))
+}
+
+func pageLimit(limit int) int {
+	if limit <= 0 {
+		return store.DefaultQueryLimit
+	}
+	return limit
+}
+
+// page reads every item of q, counts those f allows and decodes those
+// from offset on, at most limit.
+func (s *Service) page(ctx context.Context, q store.Query, f Filter, offset, limit int) ([]Certificate, int, error) {
+	out, total := []Certificate{}, 0
+	for {
+		page, err := s.st.Query(ctx, q)
+		if err != nil {
+			return nil, 0, fmt.Errorf("certs: list: %w", err)
+		}
+		for _, it := range page.Items {
+			id, err := idOf(it)
+			if err != nil {
+				return nil, 0, err
+			}
+			if f.Allow != nil && !f.Allow(id) {
+				continue
+			}
+			if total >= offset && len(out) < limit {
+				var rec record
+				if err := store.DecodeJSON(it, &rec); err != nil {
+					return nil, 0, err
+				}
+				out = append(out, rec.Certificate)
+			}
+			total++
+		}
+		if q.Cursor = page.Cursor; q.Cursor == "" {
+			return out, total, nil
+		}
+	}
+}
+
+// Update applies ch. Names, key and validation change only while the
+// certificate is new (Conflict naming the field after); a new ACME
+// account must be usable, and the certificate's count moves to it.
+// Nothing changed is not an error and writes nothing. Errors: NotFound;
+// Invalid as for Create; Conflict as said, or when the certificate
+// changed meanwhile.
+func (s *Service) Update(ctx context.Context, userID, id int64, ch Changes) (Certificate, error) {
+	rec, it, err := s.load(ctx, userID, id)
+	if err != nil {
+		return Certificate{}, err
+	}
+	cur := rec.Certificate
+	next, err := apply(cur, ch)
+	if err != nil {
+		return Certificate{}, err
+	}
+	if cur.Status != StatusNew {
+		if field := orderChange(cur, next); field != "" {
+			return Certificate{}, &apperr.Error{Code: apperr.Conflict, Field: field, Message: fmt.Sprintf(
+				"%s: certificate %d has been issued, so its names, key and validation are fixed; create another certificate instead", field, id)}
+		}
+	}
+	if same(cur, next) {
+		return cur, nil
+	}
+	moved := next.AcctID != cur.AcctID
+	if moved {
+		if err := s.useAccount(ctx, userID, next.AcctID); err != nil {
+			return Certificate{}, err
+		}
+	}
+	next.UpdatedAt = s.now()
+	rec.Certificate = next
+	nit, err := item(rec)
+	if err == nil {
+		_, err = s.st.Put(ctx, nit, store.IfVersion(it.Version))
+	}
+	if err != nil {
+		if moved {
+			s.releaseAccount(ctx, userID, next.AcctID)
+		}
+		if errors.Is(err, store.ErrConditionFailed) {
+			return Certificate{}, apperr.New(apperr.Conflict, "certificate %d changed meanwhile; try again", id)
+		}
+		return Certificate{}, fmt.Errorf("certs: update: %w", err)
+	}
+	if moved {
+		s.releaseAccount(ctx, userID, cur.AcctID)
+	}
+	return next, nil
+}
+
+// apply returns cur with ch applied and validated.
+func apply(cur Certificate, ch Changes) (Certificate, error) {
+	next := cur
+	next.SANs = slices.Clone(cur.SANs)
+	var err error
+
+	alg, size := cur.KeyAlgorithm, cur.KeySize
+	if ch.KeyAlgorithm != nil {
+		if a := strings.ToUpper(strings.TrimSpace(*ch.KeyAlgorithm)); a != alg {
+			alg, size = a, 0
+		}
+	}
+	if ch.KeySize != nil {
+		size = *ch.KeySize
+	}
+	if next.KeyAlgorithm, next.KeySize, err = resolveKey(alg, size); err != nil {
+		return cur, err
+	}
+
+	switch {
+	case ch.ChallengeType != nil && ch.ValidationMethod != nil:
+		next.ChallengeType, next.Validation.Method, err = resolveValidation(*ch.ChallengeType, *ch.ValidationMethod)
+	case ch.ChallengeType != nil:
+		method := ""
+		if methodChallenge[cur.Validation.Method] == normalizeChallenge(*ch.ChallengeType) {
+			method = cur.Validation.Method
+		}
+		next.ChallengeType, next.Validation.Method, err = resolveValidation(*ch.ChallengeType, method)
+	case ch.ValidationMethod != nil:
+		next.ChallengeType, next.Validation.Method, err = resolveValidation("", *ch.ValidationMethod)
+	}
+	if err != nil {
+		return cur, err
+	}
+
+	domain, sans := cur.DomainName, cur.SANs
+	switch {
+	case ch.DomainName != nil && ch.SANs != nil:
+		domain, sans = *ch.DomainName, *ch.SANs
+	case ch.DomainName != nil:
+		// The new primary name replaces the old one.
+		domain = *ch.DomainName
+		sans = slices.DeleteFunc(slices.Clone(cur.SANs), func(n string) bool { return n == cur.DomainName })
+	case ch.SANs != nil:
+		sans, domain = *ch.SANs, ""
+		for _, raw := range sans {
+			if n, _, err := normalizeName(raw); err == nil && n == cur.DomainName {
+				domain = cur.DomainName
+			}
+		}
+	}
+	if next.DomainName, next.SANs, err = NormalizeNames(domain, sans, next.Validation.Method); err != nil {
+		return cur, err
+	}
+
+	if ch.Policy != nil {
+		if next.Policy, err = resolvePolicy(*ch.Policy); err != nil {
+			return cur, err
+		}
+	}
+	field := "policy"
+	if ch.ServerDecryptExport != nil {
+		next.ServerDecryptExport, field = *ch.ServerDecryptExport, "server_decrypt_export"
+	}
+	if err := checkExport(next.Policy, next.ServerDecryptExport, field); err != nil {
+		return cur, err
+	}
+	if ch.AcctID != nil {
+		if *ch.AcctID <= 0 {
+			return cur, apperr.InvalidField("acct_id", "must be the id of one of your ACME accounts")
+		}
+		next.AcctID = *ch.AcctID
+	}
+	return next, nil
+}
+
+// orderChange names the first field that shapes the next order and
+// differs between a and b, or "".
+func orderChange(a, b Certificate) string {
+	switch {
+	case a.DomainName != b.DomainName:
+		return "domain_name"
+	case !slices.Equal(a.SANs, b.SANs):
+		return "sans"
+	case a.KeyAlgorithm != b.KeyAlgorithm:
+		return "key_algorithm"
+	case a.KeySize != b.KeySize:
+		return "key_size"
+	case a.ChallengeType != b.ChallengeType:
+		return "challenge_type"
+	case a.Validation != b.Validation:
+		return "validation.method"
+	}
+	return ""
+}
+
+func same(a, b Certificate) bool {
+	return orderChange(a, b) == "" && a.AcctID == b.AcctID && a.Policy == b.Policy &&
+		a.ServerDecryptExport == b.ServerDecryptExport
+}
+
+// Delete removes one of the user's certificates for good and uncounts it
+// from its ACME account. Errors: NotFound; Conflict when it changed
+// meanwhile.
+func (s *Service) Delete(ctx context.Context, userID, id int64) error {
+	rec, it, err := s.load(ctx, userID, id)
+	if err != nil {
+		return err
+	}
+	err = s.st.Delete(ctx, it.Key, store.IfVersion(it.Version))
+	if errors.Is(err, store.ErrConditionFailed) {
+		return apperr.New(apperr.Conflict, "certificate %d changed meanwhile; try again", id)
+	}
+	if err != nil {
+		return fmt.Errorf("certs: delete: %w", err)
+	}
+	s.uncount(ctx, userID)
+	s.releaseAccount(ctx, userID, rec.AcctID)
+	return nil
+}
+
+// resolveKey applies the key defaults and checks the pair.
+func resolveKey(alg string, size int) (string, int, error) {
+	alg = strings.ToUpper(strings.TrimSpace(alg))
+	if alg == "" {
+		alg = KeyECDSA
+	}
+	sizes, ok := KeySizes[alg]
+	if !ok {
+		return "", 0, apperr.InvalidField("key_algorithm", "must be %s or %s, not %q", KeyECDSA, KeyRSA, alg)
+	}
+	if size == 0 {
+		size = sizes[0]
+	}
+	if !slices.Contains(sizes, size) {
+		return "", 0, apperr.InvalidField("key_size", "%s keys are %s bits, not %d", alg, joinInts(sizes), size)
+	}
+	return alg, size, nil
+}
+
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ", ")
+}
+
+func resolvePolicy(p string) (string, error) {
+	p = strings.ToUpper(strings.TrimSpace(p))
+	if p == "" {
+		return PolicyHybrid, nil
+	}
+	if !slices.Contains(Policies, p) {
+		return "", apperr.InvalidField("policy", "must be one of %s, not %q", strings.Join(Policies, ", "), p)
+	}
+	return p, nil
+}
+
+func normalizeChallenge(c string) string { return strings.ToLower(strings.TrimSpace(c)) }
+
+// resolveValidation applies the defaults to a challenge type and a
+// validation method, either of which may be empty, and checks that they
+// agree.
+func resolveValidation(challenge, method string) (string, string, error) {
+	challenge, method = normalizeChallenge(challenge), strings.ToLower(strings.TrimSpace(method))
+	if challenge != "" && !slices.Contains(ChallengeTypes, challenge) {
+		return "", "", apperr.InvalidField("challenge_type", "must be one of %s, not %q", strings.Join(ChallengeTypes, ", "), challenge)
+	}
+	if method != "" {
+		of, ok := methodChallenge[method]
+		if !ok {
+			return "", "", apperr.InvalidField("validation.method", "must be one of %s, %s, %s or %s, not %q",
+				MethodHTTP01, MethodDNS01Provider, MethodDNS01Delegation, MethodTLSALPN01, method)
+		}
+		if challenge != "" && challenge != of {
+			return "", "", apperr.InvalidField("validation.method", "%q answers %s challenges, but challenge_type is %s", method, of, challenge)
+		}
+		return of, method, nil
+	}
+	if challenge == "" {
+		challenge = ChallengeHTTP01
+	}
+	return challenge, defaultMethod[challenge], nil
+}
+
+// checkExport refuses server-decrypted export under DEVICE_REQUIRED,
+// naming field.
+func checkExport(policy string, export bool, field string) error {
+	if policy == PolicyDeviceRequired && export {
+		return apperr.InvalidField(field, "policy %s never allows server-decrypted export; set server_decrypt_export to false or choose %s or %s",
+			PolicyDeviceRequired, PolicyHybrid, PolicyMasterOnly)
+	}
+	return nil
+}
