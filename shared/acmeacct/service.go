@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sort"
 	"strconv"
 	"strings"
@@ -420,9 +421,16 @@ const (
 
 // Reference adds delta (+1 or -1) to the account's count of certificates
 // or certificate requests that use it; Delete refuses while any remain.
-// Referencing needs an account that is not disabled or failed.
+// Referencing needs an account that is not disabled or failed (Conflict).
+// A count that concurrent writers keep changing is retried with a short,
+// growing, jittered pause, so many certificates created at once on one
+// account all get counted.
 func (s *Service) Reference(ctx context.Context, userID, id int64, kind RefKind, delta int) error {
-	for range 5 {
+	if kind != RefCertificate && kind != RefRequest {
+		return fmt.Errorf("acmeacct: unknown reference kind %q", kind)
+	}
+	pause := time.Millisecond
+	for range referenceAttempts {
 		rec, it, err := s.load(ctx, userID, id)
 		if err != nil {
 			return err
@@ -430,13 +438,10 @@ func (s *Service) Reference(ctx context.Context, userID, id int64, kind RefKind,
 		if delta > 0 && (rec.Status == StatusDisabled || rec.Status == StatusFailed) {
 			return apperr.New(apperr.Conflict, "ACME account %d is %s and cannot be used", id, rec.Status)
 		}
-		switch kind {
-		case RefCertificate:
+		if kind == RefCertificate {
 			rec.RefCerts = max(rec.RefCerts+delta, 0)
-		case RefRequest:
+		} else {
 			rec.RefRequests = max(rec.RefRequests+delta, 0)
-		default:
-			return fmt.Errorf("acmeacct: unknown reference kind %q", kind)
 		}
 		next, err := store.JSONItem(it.Key, rec)
 		if err != nil {
@@ -445,6 +450,17 @@ func (s *Service) Reference(ctx context.Context, userID, id int64, kind RefKind,
 		if _, err = s.st.Put(ctx, next, store.IfVersion(it.Version)); !errors.Is(err, store.ErrConditionFailed) {
 			return err
 		}
+		t := time.NewTimer(pause/2 + time.Duration(rand.Int64N(int64(pause))))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		pause = min(2*pause, 50*time.Millisecond)
 	}
 	return apperr.New(apperr.Conflict, "ACME account %d is being changed concurrently; try again", id)
 }
+
+// referenceAttempts bounds Reference's retries of a contended count.
+const referenceAttempts = 30

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -207,38 +206,9 @@ func (s *Service) releaseAccount(ctx context.Context, userID, acctID int64) {
 	}
 }
 
-// referenceAttempts bounds how often reference retries a count that
-// concurrent writers keep changing.
-const referenceAttempts = 30
-
-// reference adds delta to the account's count of certificates. The
-// account service retries a concurrent change only briefly, so a busy
-// account (many certificates created at once) would refuse with a
-// Conflict: reference retries with a growing, jittered pause, and stops
-// on a Conflict that is about the account's status.
+// reference adds delta to the account's count of certificates.
 func (s *Service) reference(ctx context.Context, userID, acctID int64, delta int) error {
-	pause := time.Millisecond
-	for attempt := 1; ; attempt++ {
-		err := s.accts.Reference(ctx, userID, acctID, acmeacct.RefCertificate, delta)
-		if apperr.CodeOf(err) != apperr.Conflict || attempt == referenceAttempts {
-			return err
-		}
-		if delta > 0 {
-			// A disabled or failed account is not worth retrying.
-			a, gerr := s.accts.Get(ctx, userID, acctID)
-			if gerr != nil || a.Status == acmeacct.StatusDisabled || a.Status == acmeacct.StatusFailed {
-				return err
-			}
-		}
-		t := time.NewTimer(pause/2 + time.Duration(rand.Int64N(int64(pause))))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		pause = min(2*pause, 50*time.Millisecond)
-	}
+	return s.accts.Reference(ctx, userID, acctID, acmeacct.RefCertificate, delta)
 }
 
 // load reads one of the user's certificates; another user's is NotFound.
