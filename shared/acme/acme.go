@@ -1,5 +1,6 @@
 // Package acme is the adapter to ACME servers (RFC 8555): it implements
-// acmeacct.CA with lego, and it is the only package that imports lego.
+// acmeacct.CA and issuance.ACME (orders.go) with lego, and it is the only
+// package that imports lego.
 //
 // Errors follow the port's contract: a refusal by the CA (a 4xx problem
 // document) is an *acmeacct.Problem, not worth retrying; anything else —
@@ -70,6 +71,8 @@ type Client struct {
 	transport *http.Transport
 	timeout   time.Duration
 	userAgent string
+	// cores holds the lego api.Core of each account (orders.go).
+	cores coreCache
 }
 
 var _ acmeacct.CA = (*Client)(nil)
@@ -248,13 +251,18 @@ func classify(ctx context.Context, op string, err error) error {
 	var prob *legoacme.ProblemDetails
 	if errors.As(err, &prob) && prob.HTTPStatus >= 400 && prob.HTTPStatus < 500 &&
 		prob.HTTPStatus != http.StatusRequestTimeout && prob.HTTPStatus != http.StatusTooManyRequests {
-		detail := prob.Detail
-		for _, sub := range prob.SubProblems {
-			detail += "; " + sub.Identifier.Value + ": " + sub.Type + ": " + sub.Detail
-		}
-		return &acmeacct.Problem{Type: prob.Type, Detail: detail, Status: prob.HTTPStatus}
+		return problemOf(prob)
 	}
 	return fmt.Errorf("acme: %s: %w", op, err)
+}
+
+// problemOf converts a problem document, subproblems folded into Detail.
+func problemOf(prob *legoacme.ProblemDetails) *acmeacct.Problem {
+	detail := prob.Detail
+	for _, sub := range prob.SubProblems {
+		detail += "; " + sub.Identifier.Value + ": " + sub.Type + ": " + sub.Detail
+	}
+	return &acmeacct.Problem{Type: prob.Type, Detail: detail, Status: prob.HTTPStatus}
 }
 
 // httpClient returns a client whose every request is bound to ctx: lego
