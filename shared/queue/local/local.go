@@ -329,10 +329,37 @@ func (q *Queue) Receive(ctx context.Context, max int, wait time.Duration) ([]que
 	}
 }
 
+// peek reports whether a message is visible now, and otherwise how long
+// until the earliest becomes visible (0: none scheduled).
+func (q *Queue) peek() (next time.Duration, visible bool, err error) {
+	err = q.db.View(func(tx *bbolt.Tx) error {
+		b, err := q.buckets(tx)
+		if err != nil {
+			return err
+		}
+		k, _ := b.ready.Cursor().First()
+		if k == nil {
+			return nil
+		}
+		if at, now := keyTime(k), time.Now().UnixNano(); at > now {
+			next = time.Duration(at - now)
+			return nil
+		}
+		visible = true
+		return nil
+	})
+	return next, visible, err
+}
+
 // take delivers up to max visible messages in one transaction. When none is
 // visible, next is how long until the earliest becomes visible (0: none
 // scheduled).
 func (q *Queue) take(max int) (ds []queue.Delivery, next time.Duration, err error) {
+	// Look first in a read-only transaction: polling an idle queue then
+	// costs no write (and no fsync).
+	if next, visible, err := q.peek(); err != nil || !visible {
+		return nil, next, err
+	}
 	err = q.db.Update(func(tx *bbolt.Tx) error {
 		ds, next = nil, 0
 		b, err := q.buckets(tx)
