@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"sync"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -18,6 +19,7 @@ import (
 	"github.com/certfleet/certfleet/shared/config"
 	"github.com/certfleet/certfleet/shared/keys"
 	"github.com/certfleet/certfleet/shared/keys/kms"
+	"github.com/certfleet/certfleet/shared/mail"
 	"github.com/certfleet/certfleet/shared/queue/sqs"
 	"github.com/certfleet/certfleet/shared/store/dynamo"
 	"github.com/certfleet/certfleet/shared/worker"
@@ -26,8 +28,8 @@ import (
 // Lambda builds the AWS shape from the environment: DynamoDB tables named
 // CERTFLEET_TABLE_PREFIX + table, the SQS issuance queue and its DLQ, and a
 // KMS key. AWS endpoints and credentials come from the SDK's standard
-// sources (so AWS_ENDPOINT_URL points it at LocalStack or moto). The only
-// network call here reads the SMTP password from SSM, when one is set.
+// sources (so AWS_ENDPOINT_URL points it at LocalStack or moto). No network
+// call is made here: the SMTP password is read from SSM at the first mail.
 func Lambda(ctx context.Context) (*App, error) {
 	cfg, err := config.Load(config.Lambda, os.Getenv)
 	if err != nil {
@@ -45,13 +47,17 @@ func Lambda(ctx context.Context) (*App, error) {
 		Sealer: keys.NewEnvelope(kms.New(awskms.NewFromConfig(awsCfg), cfg.KMSKeyID)),
 		Steps:  &worker.Registry{},
 	}
-	password, err := smtpPassword(ctx, awsCfg, cfg.SMTP.PasswordSSM)
-	if err != nil {
-		return nil, err
-	}
-	m, err := newMailer(cfg, a, password)
-	if err != nil {
-		return nil, fmt.Errorf("app: %w", err)
+	var m mail.Sender = &ssmMailer{build: func(ctx context.Context) (mail.Sender, error) {
+		password, err := smtpPassword(ctx, awsCfg, cfg.SMTP.PasswordSSM)
+		if err != nil {
+			return nil, err
+		}
+		return newMailer(cfg, a, password)
+	}}
+	if cfg.SMTP.PasswordSSM == "" {
+		if m, err = newMailer(cfg, a, ""); err != nil {
+			return nil, fmt.Errorf("app: %w", err)
+		}
 	}
 	if err := a.wireServices(m); err != nil {
 		return nil, err
@@ -59,8 +65,31 @@ func Lambda(ctx context.Context) (*App, error) {
 	return a, nil
 }
 
-// smtpPassword reads the mail server password from its SSM SecureString,
-// once per cold start; no parameter, no password.
+// ssmMailer builds the SMTP sender on the first Send, reading its password
+// from SSM then: only the functions that send mail read the parameter (and
+// only they may). A failed build is tried again on the next Send.
+type ssmMailer struct {
+	mu     sync.Mutex
+	build  func(context.Context) (mail.Sender, error)
+	sender mail.Sender
+}
+
+func (l *ssmMailer) Send(ctx context.Context, m mail.Message) error {
+	l.mu.Lock()
+	if l.sender == nil {
+		s, err := l.build(ctx)
+		if err != nil {
+			l.mu.Unlock()
+			return err
+		}
+		l.sender = s
+	}
+	s := l.sender
+	l.mu.Unlock()
+	return s.Send(ctx, m)
+}
+
+// smtpPassword reads the mail server password from its SSM SecureString.
 func smtpPassword(ctx context.Context, awsCfg aws.Config, name string) (string, error) {
 	if name == "" {
 		return "", nil

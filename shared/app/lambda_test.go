@@ -20,6 +20,7 @@ import (
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/certfleet/certfleet/shared/app"
+	"github.com/certfleet/certfleet/shared/identity"
 	"github.com/certfleet/certfleet/shared/internal/mototest"
 	"github.com/certfleet/certfleet/shared/queue"
 	"github.com/certfleet/certfleet/shared/store/dynamo"
@@ -172,5 +173,23 @@ func TestReplayWorkerEvent(t *testing.T) {
 	}
 	if !slices.Equal(ran, []string{`{"issue_id":"41"}`}) {
 		t.Fatalf("the succeeding step saw %v", ran)
+	}
+}
+
+// TestSMTPPasswordIsReadAtTheFirstMail: building the Lambda shape reads
+// nothing from SSM (functions without the permission must start); the
+// first mail does, and a missing parameter is reported as such.
+func TestSMTPPasswordIsReadAtTheFirstMail(t *testing.T) {
+	t.Setenv("CERTFLEET_SMTP_HOST", "127.0.0.1")
+	t.Setenv("CERTFLEET_SMTP_PORT", "25")
+	t.Setenv("CERTFLEET_SMTP_USERNAME", "certfleet")
+	t.Setenv("CERTFLEET_SMTP_PASSWORD_SSM", "/certfleet/test/no-such-parameter")
+	a := lambdaApp(t)
+	_, err := a.Identity.Register(context.Background(), identity.Registration{Email: "mail@example.com", Password: "Mail1Password"})
+	if err == nil || !strings.Contains(err.Error(), "could not send mail") {
+		t.Fatalf("register without a readable SMTP password: %v", err)
+	}
+	if ok, _ := a.Identity.Available(context.Background(), "mail@example.com", ""); !ok["email"] {
+		t.Fatal("a registration whose mail failed was kept")
 	}
 }
