@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/certfleet/certfleet/shared/apperr"
 	"github.com/certfleet/certfleet/shared/queue"
 	"github.com/certfleet/certfleet/shared/store"
 )
@@ -61,6 +62,27 @@ func (s *Service) RegisterStep(ctx context.Context, d queue.Delivery) error {
 		return fmt.Errorf("acmeacct: register account %d: %w", rec.ID, err)
 	}
 	return s.finish(ctx, rec, it, url, "")
+}
+
+// Signer returns what signing ACME requests as one of userID's accounts
+// takes: the directory URL, the account URL and the opened account key.
+// Errors: NotFound; Conflict for an account that is not active.
+func (s *Service) Signer(ctx context.Context, userID, acctID int64) (directoryURL, accountURL string, key crypto.Signer, err error) {
+	rec, _, err := s.load(ctx, userID, acctID)
+	if err != nil {
+		return "", "", nil, err
+	}
+	if rec.Status != StatusActive || rec.SealedKey == nil || rec.AccountURL == "" {
+		return "", "", nil, apperr.New(apperr.Conflict, "ACME account %d is %s, not active", acctID, rec.Status)
+	}
+	p, err := s.ProviderByID(ctx, rec.ProviderID)
+	if err != nil {
+		return "", "", nil, err
+	}
+	if key, _, err = s.secrets(ctx, rec); err != nil {
+		return "", "", nil, err
+	}
+	return p.DirectoryURL, rec.AccountURL, key, nil
 }
 
 // storeNewKey gives the account an ECDSA P-256 key, sealed.

@@ -18,6 +18,7 @@ func (a *App) wireACME() error {
 	if err != nil {
 		return fmt.Errorf("app: %w", err)
 	}
+	a.ca = ca
 	a.ACME = acmeacct.New(a.Store, a.Sealer, a.Queue, ca, acmeacct.Config{
 		Directories: a.Config.CADirectories, MaxRegisterAttempts: a.Config.QueueMaxReceives, Log: a.Log})
 	a.Steps.Register(acmeacct.KindRegister, a.ACME.RegisterStep)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/certfleet/certfleet/shared/acme"
 	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/certs"
 	"github.com/certfleet/certfleet/shared/config"
@@ -19,6 +20,7 @@ import (
 	"github.com/certfleet/certfleet/shared/identity"
 	"github.com/certfleet/certfleet/shared/identity/devicetoken"
 	"github.com/certfleet/certfleet/shared/identity/passkey"
+	"github.com/certfleet/certfleet/shared/issuance"
 	"github.com/certfleet/certfleet/shared/keys"
 	"github.com/certfleet/certfleet/shared/mail"
 	"github.com/certfleet/certfleet/shared/queue"
@@ -53,8 +55,11 @@ type App struct {
 	Passkeys *passkey.Service
 	// ACME is ACME accounts and CA providers.
 	ACME *acmeacct.Service
-	// Certs is certificate records.
-	Certs *certs.Service
+	// Certs is certificate records; Issuance issues them (the step machine).
+	Certs    *certs.Service
+	Issuance *issuance.Service
+	// ca is the ACME CA adapter the services share.
+	ca *acme.Client
 
 	closers []func() error
 	// purgeExpired reclaims expired items; only the embedded store needs
@@ -84,12 +89,14 @@ func (a *App) wireServices(m mail.Sender) error {
 		return err
 	}
 	a.wireCerts()
+	a.wireIssuance()
 	return nil
 }
 
 // Groups is every route group, in mount order.
 func (a *App) Groups() []httpapi.Group {
-	return []httpapi.Group{a.healthGroup(), a.authGroup(), a.acmeAccountsGroup(), a.acmeAPIGroup(), a.certificatesGroup()}
+	return []httpapi.Group{a.healthGroup(), a.authGroup(), a.acmeAccountsGroup(), a.acmeAPIGroup(), a.certificatesGroup(),
+		a.issuesGroup(), a.challengeGroup()}
 }
 
 // Handler serves every route group on one router (the local shape).

@@ -134,6 +134,8 @@ func TestReplayRouteGroupEvents(t *testing.T) {
 		{"acmeaccounts.json", a.AcmeAccountsHandler(), 401, `"code":5018`},
 		{"acmeapi.json", a.AcmeAPIHandler(), 200, `"name":"letsencrypt"`},
 		{"certificates.json", a.CertificatesHandler(), 401, `"code":5018`},
+		{"issues.json", a.IssuesHandler(), 401, `"code":5018`},
+		{"challenge.json", a.ChallengeHandler(), 404, ``},
 	} {
 		var ev events.APIGatewayV2HTTPRequest
 		loadEvent(t, c.event, &ev)

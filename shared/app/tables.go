@@ -25,4 +25,7 @@ var Tables = []store.TableSpec{
 	// count; gsi1 lists a user's certificates per ACME account, gsi2 lists
 	// certificates by renewal time.
 	{Name: "certs", Indexes: []string{"gsi1", "gsi2"}},
+	// issuance holds issues per user and certificate, each certificate's
+	// active-issue marker, and HTTP-01 key authorizations, which expire.
+	{Name: "issuance"},
 }

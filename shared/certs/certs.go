@@ -112,6 +112,8 @@ const (
 	// StatusNew: created, never issued. The names, key and validation of
 	// a certificate can change only while it is new.
 	StatusNew = "new"
+	// StatusIssued: the certificate has been issued at least once.
+	StatusIssued = "issued"
 )
 
 // Validation says how the names are proven to the CA. It is one field so

@@ -535,3 +535,24 @@ func checkExport(policy string, export bool, field string) error {
 	}
 	return nil
 }
+
+// RecordIssued marks a certificate issued, with its expiry and planned
+// renewal time (which puts it in the renewal index). It is idempotent, and
+// retries once when the record changed meanwhile.
+func (s *Service) RecordIssued(ctx context.Context, userID, id int64, notAfter, renewAt time.Time) error {
+	for attempt := 0; ; attempt++ {
+		rec, it, err := s.load(ctx, userID, id)
+		if err != nil {
+			return err
+		}
+		rec.Status, rec.NotAfter, rec.RenewAt, rec.UpdatedAt = StatusIssued, notAfter.UTC(), renewAt.UTC(), s.now()
+		next, err := item(rec)
+		if err != nil {
+			return err
+		}
+		_, err = s.st.Put(ctx, next, store.IfVersion(it.Version))
+		if !errors.Is(err, store.ErrConditionFailed) || attempt == 1 {
+			return err
+		}
+	}
+}

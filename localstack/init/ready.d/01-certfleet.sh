@@ -174,6 +174,23 @@ ttl_enabled "${PREFIX}certs" ||
     --time-to-live-specification Enabled=true,AttributeName=ttl \
     >/dev/null
 
+# issuance: issues per user and certificate, each certificate's active-issue
+# marker, and HTTP-01 key authorizations, which expire.
+table_exists "${PREFIX}issuance" ||
+  awslocal dynamodb create-table \
+    --table-name "${PREFIX}issuance" \
+    --billing-mode PAY_PER_REQUEST \
+    --attribute-definitions \
+      AttributeName=pk,AttributeType=S \
+      AttributeName=sk,AttributeType=S \
+    --key-schema AttributeName=pk,KeyType=HASH AttributeName=sk,KeyType=RANGE \
+    >/dev/null
+ttl_enabled "${PREFIX}issuance" ||
+  awslocal dynamodb update-time-to-live \
+    --table-name "${PREFIX}issuance" \
+    --time-to-live-specification Enabled=true,AttributeName=ttl \
+    >/dev/null
+
 # ---------------------------------------------------------------- queues ----
 # Dead-letter queues first: a RedrivePolicy needs its target's ARN.
 

@@ -1,0 +1,160 @@
+package app_test
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certfleet/certfleet/shared/app"
+	"github.com/certfleet/certfleet/shared/config"
+	"github.com/certfleet/certfleet/shared/identity"
+	"github.com/certfleet/certfleet/shared/internal/pebbletest"
+)
+
+// TestLocalServerIssuesACertificate is the local shape end to end: over
+// HTTP with an API key, an ACME account is registered at Pebble, a
+// certificate record created and an issue started; the server's worker
+// runs the step machine, and Pebble validates HTTP-01 against the
+// server's own challenge route.
+func TestLocalServerIssuesACertificate(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peb := pebbletest.Start(t, pebbletest.Options{HTTPPort: ln.Addr().(*net.TCPAddr).Port, DNSServer: pebbletest.StartDNS(t)})
+	dir := t.TempDir()
+	cfg, err := config.Load(config.Local, func(k string) string {
+		return map[string]string{"CERTFLEET_DATA": dir, "CERTFLEET_LOG_LEVEL": "warn",
+			"CERTFLEET_CA_LETSENCRYPT_DIRECTORY": peb.DirectoryURL, "CERTFLEET_CA_ROOTS": peb.RootsPEMFile}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := app.Local(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	u, err := a.Identity.Register(ctx, identity.Registration{Email: "ops@example.com", Password: "Local1Server", Active: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []identity.Permission
+	for _, s := range identity.Catalog {
+		all = append(all, identity.Permission{ObType: s.ObType, ObID: "*", Actions: s.Actions})
+	}
+	_, token, err := a.Identity.CreateAPIKey(ctx, u.ID, identity.NewAPIKey{Name: "ops", Permissions: all})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- a.Serve(ctx, ln) }()
+	base := "http://" + ln.Addr().String()
+	call := func(method, path, body string, into any) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var env struct{ Data json.RawMessage }
+		if err := json.Unmarshal(raw, &env); err == nil && into != nil {
+			json.Unmarshal(env.Data, into)
+		}
+		if resp.StatusCode >= 400 {
+			t.Logf("%s %s: %d %s", method, path, resp.StatusCode, raw)
+		}
+		return resp.StatusCode
+	}
+	waitFor := func(what string, done func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); !done(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+
+	var acct struct {
+		ID     int64
+		Status string
+	}
+	if code := call("POST", "/apiv1/me/acme-accounts", `{"provider_name":"letsencrypt","email":"ops@example.com"}`, &acct); code != 201 {
+		t.Fatalf("create account: %d", code)
+	}
+	waitFor("the account to register", func() bool {
+		call("GET", fmt.Sprintf("/apiv1/me/acme-accounts/%d", acct.ID), "", &acct)
+		return acct.Status == "active"
+	})
+	var cert struct {
+		ID       int64
+		Status   string
+		NotAfter string `json:"not_after"`
+	}
+	body := fmt.Sprintf(`{"domain_name":"www.local-e2e.test","sans":["www.local-e2e.test","local-e2e.test"],"acct_id":%d,"action":"create","key_algorithm":"ECDSA","policy":"HYBRID"}`, acct.ID)
+	if code := call("POST", "/apiv1/me/certificates", body, &cert); code != 201 {
+		t.Fatalf("create certificate: %d", code)
+	}
+	var issue struct {
+		ID       int64
+		Status   string
+		Error    string
+		ChainPEM string `json:"certificate_pem"`
+	}
+	if code := call("POST", fmt.Sprintf("/apiv1/me/certificates/%d/issues", cert.ID), "", &issue); code != 202 {
+		t.Fatalf("start issue: %d", code)
+	}
+	waitFor("the issue to finish", func() bool {
+		var issues []json.RawMessage
+		call("GET", fmt.Sprintf("/apiv1/me/certificates/%d/issues", cert.ID), "", &issues)
+		if len(issues) == 0 {
+			return false
+		}
+		json.Unmarshal(issues[0], &issue)
+		return issue.Status == "issued" || issue.Status == "failed"
+	})
+	if issue.Status != "issued" {
+		t.Fatalf("issue ended %s: %s", issue.Status, issue.Error)
+	}
+	block, _ := pem.Decode([]byte(issue.ChainPEM))
+	if block == nil {
+		t.Fatalf("no certificate in the issue: %+v", issue)
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: "local-e2e.test", Roots: peb.IssuerRoots(t),
+		Intermediates: poolOf(t, issue.ChainPEM)}); err != nil {
+		t.Fatalf("the issued certificate does not verify: %v", err)
+	}
+	call("GET", fmt.Sprintf("/apiv1/me/certificates/%d", cert.ID), "", &cert)
+	if cert.Status != "issued" || cert.NotAfter == "" {
+		t.Fatalf("certificate record after issue: %+v", cert)
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func poolOf(t *testing.T, chain string) *x509.CertPool {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(chain)) {
+		t.Fatal("no certificates in the chain")
+	}
+	return pool
+}

@@ -1,0 +1,394 @@
+package issuance
+
+// The step machine's records and its API side: Start, Get, History and the
+// HTTP-01 key authorizations the challenge responder serves.
+//
+// Store layout (table Table):
+//
+//	user#<user>  cert#<019d cert>#issue#<019d issue>  an issue (issueRecord)
+//	user#<user>  cert#<019d cert>#active               the active issue's id
+//	http01#<token>  http01                             a key authorization, expiring
+//
+// The issue id counter is meta/counter/issues.
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/certfleet/certfleet/shared/apperr"
+	"github.com/certfleet/certfleet/shared/keys"
+	"github.com/certfleet/certfleet/shared/queue"
+	"github.com/certfleet/certfleet/shared/store"
+)
+
+// Tables the service keeps its records in.
+const (
+	Table        = "issuance"
+	CounterTable = "meta"
+)
+
+// Issue statuses.
+const (
+	StatusPending = "pending"
+	StatusIssued  = "issued"
+	StatusFailed  = "failed"
+)
+
+// Steps of the machine; each is the message kind "issuance.<step>".
+const (
+	StepOrder     = "order"
+	StepAuthorize = "authorize"
+	StepPoll      = "poll"
+	StepFinalize  = "finalize"
+	StepDownload  = "download"
+	StepCleanup   = "cleanup"
+	StepDone      = "done"
+)
+
+// Kinds are the queue message kinds of the steps, to register with the
+// worker (all with Service.Step).
+var Kinds = []string{
+	KindPrefix + StepOrder, KindPrefix + StepAuthorize, KindPrefix + StepPoll,
+	KindPrefix + StepFinalize, KindPrefix + StepDownload, KindPrefix + StepCleanup,
+}
+
+// KindPrefix prefixes every step's message kind.
+const KindPrefix = "issuance."
+
+// Key algorithms a CertSpec names (as package certs spells them).
+const (
+	KeyECDSA = "ECDSA"
+	KeyRSA   = "RSA"
+)
+
+// MethodHTTP01 is the only validation method this slice answers.
+const MethodHTTP01 = "http-01"
+
+// AccountSource gives the registered ACME account a certificate orders
+// with. Errors: an apperr NotFound for an unknown account, an apperr
+// Conflict for one that is not active (pending, disabled or failed); other
+// errors are transient.
+type AccountSource interface {
+	Account(ctx context.Context, userID, acctID int64) (Account, error)
+}
+
+// AccountFrom builds the port's Account from what an ACME account record
+// holds: the provider's directory URL, the account URL and the opened key.
+// It is what acmeacct's Signer method returns through.
+func AccountFrom(directoryURL, accountURL string, key crypto.Signer) (Account, error) {
+	if directoryURL == "" || accountURL == "" || key == nil {
+		return Account{}, apperr.New(apperr.Conflict, "the ACME account is not registered")
+	}
+	return Account{DirectoryURL: directoryURL, URL: accountURL, Key: key}, nil
+}
+
+// CertSpec is what an issue copies from its certificate record.
+type CertSpec struct {
+	Names        []string
+	KeyAlgorithm string // KeyECDSA or KeyRSA
+	KeySize      int    // curve size (256, 384) or RSA bits
+	AcctID       int64
+	// ValidationMethod is one of package certs' methods; only
+	// MethodHTTP01 is answered yet.
+	ValidationMethod string
+}
+
+// Issued is what an issue tells its certificate record once issued.
+type Issued struct {
+	IssueID   int64
+	NotBefore time.Time
+	NotAfter  time.Time
+	// RenewAt is NotBefore + 2/3 of the lifetime.
+	RenewAt time.Time
+}
+
+// CertSource reads certificate records and records issues on them
+// (certs.Service). Spec errors: an apperr NotFound for another user's or a
+// missing certificate. RecordIssued must be idempotent (the download step
+// may call it again with the same values); its errors are transient.
+type CertSource interface {
+	Spec(ctx context.Context, userID, certID int64) (CertSpec, error)
+	RecordIssued(ctx context.Context, userID, certID int64, is Issued) error
+}
+
+// Config tunes the service.
+type Config struct {
+	// MaxAttempts is the delivery after which a transient failure marks
+	// the issue failed; it should match the queue's maxReceiveCount.
+	// 0 means 5.
+	MaxAttempts int
+	// PollMin and PollMax bound the poll backoff used when the CA sends
+	// no Retry-After: PollMin, doubling, at most PollMax. 0 means 5 ms
+	// and 2 s.
+	PollMin, PollMax time.Duration
+	// MaxPolls is how many polls one issue may make before it fails;
+	// 0 means 200.
+	MaxPolls int
+	// ChallengeTTL is how long an HTTP-01 key authorization is served;
+	// 0 means 1 hour.
+	ChallengeTTL time.Duration
+	// PreferredChain is the top issuer CN of the chain to download, or "".
+	PreferredChain string
+	// Inline runs a step that needs no wait in the same delivery as the
+	// step before it instead of queueing it. Default on (NoInline off).
+	NoInline bool
+	Now      func() time.Time
+	Log      *slog.Logger
+}
+
+// Service is the issuance step machine. Safe for concurrent use.
+type Service struct {
+	st       store.Store
+	sealer   keys.Sealer
+	q        queue.Sender
+	ca       ACME
+	accounts AccountSource
+	certs    CertSource
+	cfg      Config
+	log      *slog.Logger
+}
+
+// New returns the service.
+func New(st store.Store, sealer keys.Sealer, q queue.Sender, ca ACME, accounts AccountSource, certs CertSource, cfg Config) *Service {
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 5
+	}
+	if cfg.PollMin <= 0 {
+		cfg.PollMin = 5 * time.Millisecond
+	}
+	if cfg.PollMax <= 0 {
+		cfg.PollMax = 2 * time.Second
+	}
+	if cfg.MaxPolls <= 0 {
+		cfg.MaxPolls = 200
+	}
+	if cfg.ChallengeTTL <= 0 {
+		cfg.ChallengeTTL = time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Service{st: st, sealer: sealer, q: q, ca: ca, accounts: accounts, certs: certs, cfg: cfg, log: cfg.Log}
+}
+
+func (s *Service) now() time.Time { return s.cfg.Now().UTC() }
+
+// Issue is one attempt to issue a certificate, as its owner sees it.
+type Issue struct {
+	ID           int64    `json:"id"`
+	UserID       int64    `json:"user_id"`
+	CertID       int64    `json:"certificate_id"`
+	AcctID       int64    `json:"acct_id"`
+	Names        []string `json:"names"`
+	KeyAlgorithm string   `json:"key_algorithm"`
+	KeySize      int      `json:"key_size"`
+	Status       string   `json:"status"`
+	// Step is the step the issue is at (Step* constants).
+	Step     string `json:"step"`
+	OrderURL string `json:"order_url,omitempty"`
+	// Error is why the issue failed.
+	Error string `json:"error,omitempty"`
+	// ChainPEM is the issued chain, leaf first.
+	ChainPEM  string    `json:"chain_pem,omitempty"`
+	NotBefore time.Time `json:"not_before,omitzero"`
+	NotAfter  time.Time `json:"not_after,omitzero"`
+	RenewAt   time.Time `json:"renew_at,omitzero"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// issueRecord is the stored issue with the machine's state.
+type issueRecord struct {
+	Issue
+	// Seq counts the issue's transitions; a message acts only when it
+	// carries the current one, so replays and stale polls do nothing.
+	Seq            int64    `json:"seq"`
+	FinalizeURL    string   `json:"finalize_url,omitempty"`
+	CertificateURL string   `json:"certificate_url,omitempty"`
+	Authorizations []string `json:"authorizations,omitempty"`
+	// Tokens are the HTTP-01 tokens presented, for cleanup.
+	Tokens []string `json:"tokens,omitempty"`
+	// Finalized is set once the CSR was accepted: polls then wait for
+	// the certificate.
+	Finalized bool `json:"finalized,omitempty"`
+	Polls     int  `json:"polls,omitempty"`
+	// SealedKey is the certificate's private key (PKCS #8), sealed; made
+	// once, before the CSR is sent.
+	SealedKey []byte `json:"sealed_key,omitempty"`
+}
+
+func userPK(userID int64) string { return "user#" + strconv.FormatInt(userID, 10) }
+func issuePrefix(certID int64) string {
+	return fmt.Sprintf("cert#%019d#issue#", certID)
+}
+func issueKey(userID, certID, id int64) store.Key {
+	return store.Key{Table: Table, PK: userPK(userID), SK: issuePrefix(certID) + fmt.Sprintf("%019d", id)}
+}
+func activeKey(userID, certID int64) store.Key {
+	return store.Key{Table: Table, PK: userPK(userID), SK: fmt.Sprintf("cert#%019d#active", certID)}
+}
+func tokenKey(token string) store.Key {
+	return store.Key{Table: Table, PK: "http01#" + token, SK: "http01"}
+}
+
+func sealContext(userID, issueID int64) map[string]string {
+	return map[string]string{"issue": strconv.FormatInt(issueID, 10), "user": strconv.FormatInt(userID, 10), "purpose": "certificate-key"}
+}
+
+// message is the body of every step message.
+type message struct {
+	UserID  int64 `json:"user_id"`
+	CertID  int64 `json:"certificate_id"`
+	IssueID int64 `json:"issue_id"`
+	Seq     int64 `json:"seq"`
+}
+
+// Start begins issuing the certificate, or returns its active issue.
+// Errors: NotFound for an unknown certificate; Invalid for a validation
+// method other than http-01 or a certificate without names.
+func (s *Service) Start(ctx context.Context, userID, certID int64) (Issue, error) {
+	if is, ok, err := s.active(ctx, userID, certID); err != nil || ok {
+		return is, err
+	}
+	spec, err := s.certs.Spec(ctx, userID, certID)
+	if err != nil {
+		return Issue{}, err
+	}
+	if spec.ValidationMethod != "" && spec.ValidationMethod != MethodHTTP01 {
+		return Issue{}, apperr.InvalidField("validation.method", "%s is not issued yet; only http-01 is", spec.ValidationMethod)
+	}
+	if len(spec.Names) == 0 {
+		return Issue{}, apperr.InvalidField("sans", "the certificate has no names")
+	}
+	id, err := s.st.Increment(ctx, store.Key{Table: CounterTable, PK: "counter", SK: "issues"}, 1, time.Time{})
+	if err != nil {
+		return Issue{}, fmt.Errorf("issuance: next issue id: %w", err)
+	}
+	now := s.now()
+	rec := issueRecord{Issue: Issue{ID: id, UserID: userID, CertID: certID, AcctID: spec.AcctID, Names: spec.Names,
+		KeyAlgorithm: spec.KeyAlgorithm, KeySize: spec.KeySize, Status: StatusPending, Step: StepOrder,
+		CreatedAt: now, UpdatedAt: now}, Seq: 1}
+	it, err := store.JSONItem(issueKey(userID, certID, id), rec)
+	if err != nil {
+		return Issue{}, err
+	}
+	marker := store.Item{Key: activeKey(userID, certID), Value: []byte(strconv.FormatInt(id, 10))}
+	err = s.st.Transact(ctx, []store.Write{store.PutWrite(marker, store.IfAbsent), store.PutWrite(it, store.IfAbsent)})
+	if errors.Is(err, store.ErrConditionFailed) {
+		// Another request started one first.
+		if is, ok, err := s.active(ctx, userID, certID); err != nil || ok {
+			return is, err
+		}
+		return Issue{}, apperr.New(apperr.Conflict, "certificate %d is being issued; try again", certID)
+	}
+	if err != nil {
+		return Issue{}, fmt.Errorf("issuance: start: %w", err)
+	}
+	if err := s.send(ctx, rec, 0); err != nil {
+		undo := []store.Write{store.DeleteWrite(marker.Key, store.Always), store.DeleteWrite(it.Key, store.Always)}
+		if uerr := s.st.Transact(context.WithoutCancel(ctx), undo); uerr != nil {
+			s.log.Error("issuance: undoing the issue failed", "issue", id, "err", uerr)
+		}
+		return Issue{}, fmt.Errorf("issuance: queue issue %d: %w", id, err)
+	}
+	return rec.Issue, nil
+}
+
+// active returns the certificate's active issue, if any.
+func (s *Service) active(ctx context.Context, userID, certID int64) (Issue, bool, error) {
+	m, err := s.st.Get(ctx, activeKey(userID, certID))
+	if errors.Is(err, store.ErrNotFound) {
+		return Issue{}, false, nil
+	}
+	if err != nil {
+		return Issue{}, false, fmt.Errorf("issuance: read active issue: %w", err)
+	}
+	id, err := strconv.ParseInt(string(m.Value), 10, 64)
+	if err != nil {
+		return Issue{}, false, fmt.Errorf("issuance: bad active marker %s", m.Key)
+	}
+	rec, _, err := s.load(ctx, userID, certID, id)
+	if err != nil {
+		return Issue{}, false, err
+	}
+	return rec.Issue, true, nil
+}
+
+// Get returns one issue of the user's certificate. Errors: NotFound.
+func (s *Service) Get(ctx context.Context, userID, certID, issueID int64) (Issue, error) {
+	rec, _, err := s.load(ctx, userID, certID, issueID)
+	return rec.Issue, err
+}
+
+// History returns the certificate's issues, newest first, at most limit
+// (0: store.DefaultQueryLimit) per page, and the cursor of the next page.
+func (s *Service) History(ctx context.Context, userID, certID int64, limit int, cursor string) ([]Issue, string, error) {
+	// Another user's (or no) certificate is NotFound, not an empty history.
+	if _, err := s.certs.Spec(ctx, userID, certID); err != nil {
+		return nil, "", err
+	}
+	page, err := s.st.Query(ctx, store.Query{Table: Table, PK: userPK(userID), SKPrefix: issuePrefix(certID),
+		Reverse: true, Limit: limit, Cursor: cursor})
+	if errors.Is(err, store.ErrInvalid) {
+		return nil, "", apperr.InvalidField("cursor", "is not a cursor of this listing")
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("issuance: history: %w", err)
+	}
+	out := make([]Issue, 0, len(page.Items))
+	for _, it := range page.Items {
+		var rec issueRecord
+		if err := store.DecodeJSON(it, &rec); err != nil {
+			return nil, "", err
+		}
+		out = append(out, rec.Issue)
+	}
+	return out, page.Cursor, nil
+}
+
+func (s *Service) load(ctx context.Context, userID, certID, id int64) (issueRecord, store.Item, error) {
+	var rec issueRecord
+	it, err := store.GetJSON(ctx, s.st, issueKey(userID, certID, id), &rec)
+	if errors.Is(err, store.ErrNotFound) {
+		return rec, it, apperr.New(apperr.NotFound, "issue %d of certificate %d not found", id, certID)
+	}
+	if err != nil {
+		return rec, it, fmt.Errorf("issuance: read issue %d: %w", id, err)
+	}
+	return rec, it, nil
+}
+
+// KeyAuthorization returns the HTTP-01 key authorization of token, for
+// the challenge responder. Errors: NotFound for an unknown or expired
+// token.
+func (s *Service) KeyAuthorization(ctx context.Context, token string) (string, error) {
+	if token == "" || len(token) > 256 {
+		return "", apperr.New(apperr.NotFound, "unknown token")
+	}
+	it, err := s.st.Get(ctx, tokenKey(token))
+	if errors.Is(err, store.ErrNotFound) {
+		return "", apperr.New(apperr.NotFound, "unknown token")
+	}
+	if err != nil {
+		return "", fmt.Errorf("issuance: read token: %w", err)
+	}
+	return string(it.Value), nil
+}
+
+// SealedKey returns the issue's sealed private key (PKCS #8) and the
+// context it is sealed under, for export; nil before finalize.
+func (s *Service) SealedKey(ctx context.Context, userID, certID, issueID int64) ([]byte, map[string]string, error) {
+	rec, _, err := s.load(ctx, userID, certID, issueID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rec.SealedKey, sealContext(userID, issueID), nil
+}
