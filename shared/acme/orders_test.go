@@ -11,7 +11,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -55,7 +54,7 @@ type rig struct {
 func startRig(tb testing.TB) *rig {
 	tb.Helper()
 	r := &rig{http01: startResponder(tb)}
-	r.pebble = pebbletest.Start(tb, pebbletest.Options{HTTPPort: r.http01.port, DNSServer: startDNS(tb)})
+	r.pebble = pebbletest.Start(tb, pebbletest.Options{HTTPPort: r.http01.port, DNSServer: pebbletest.StartDNS(tb)})
 	c, err := acme.New(acme.Config{RootsPEMFile: r.pebble.RootsPEMFile, Timeout: 20 * time.Second, UserAgent: "certfleet-test"})
 	if err != nil {
 		tb.Fatalf("New: %v", err)
@@ -105,80 +104,6 @@ func startResponder(tb testing.TB) *responder {
 	go func() { _ = srv.Serve(l) }()
 	tb.Cleanup(func() { _ = srv.Close() })
 	return r
-}
-
-// startDNS serves DNS over TCP (Pebble's VA asks its -dnsserver over TCP):
-// an A question gets 127.0.0.1, any other an empty answer.
-func startDNS(tb testing.TB) string {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = l.Close() })
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				for {
-					_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-					var n uint16
-					if binary.Read(conn, binary.BigEndian, &n) != nil {
-						return
-					}
-					q := make([]byte, n)
-					if _, err := io.ReadFull(conn, q); err != nil {
-						return
-					}
-					a := dnsAnswer(q)
-					if a == nil {
-						return
-					}
-					out := binary.BigEndian.AppendUint16(nil, uint16(len(a)))
-					if _, err := conn.Write(append(out, a...)); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return l.Addr().String()
-}
-
-// dnsAnswer answers a one-question DNS query (RFC 1035 §4.1).
-func dnsAnswer(q []byte) []byte {
-	if len(q) < 12 || binary.BigEndian.Uint16(q[4:6]) != 1 {
-		return nil
-	}
-	i := 12
-	for i < len(q) && q[i] != 0 {
-		i += int(q[i]) + 1
-	}
-	if i+5 > len(q) {
-		return nil
-	}
-	question := q[12 : i+5]
-	qtype := binary.BigEndian.Uint16(q[i+1 : i+3])
-	flags := uint16(0x8400) | binary.BigEndian.Uint16(q[2:4])&0x7900 | 0x0080 // QR AA, opcode and RD echoed, RA
-	ancount := uint16(0)
-	if qtype == 1 {
-		ancount = 1
-	}
-	out := make([]byte, 0, 64)
-	out = append(out, q[0], q[1])
-	out = binary.BigEndian.AppendUint16(out, flags)
-	out = binary.BigEndian.AppendUint16(out, 1)
-	out = binary.BigEndian.AppendUint16(out, ancount)
-	out = append(out, 0, 0, 0, 0)
-	out = append(out, question...)
-	if qtype == 1 {
-		out = append(out, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1)
-	}
-	return out
 }
 
 // ---------------------------------------------------------------------
