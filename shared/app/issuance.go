@@ -38,6 +38,10 @@ func (c issuanceCerts) RecordIssued(ctx context.Context, userID, certID int64, i
 	return c.s.RecordIssued(ctx, userID, certID, is.NotAfter, is.RenewAt)
 }
 
+func (c issuanceCerts) RecordRevoked(ctx context.Context, userID, certID int64) error {
+	return c.s.RecordRevoked(ctx, userID, certID)
+}
+
 // wireIssuance builds the step machine and registers its steps.
 func (a *App) wireIssuance() {
 	a.Issuance = issuance.New(a.Store, a.Sealer, a.Queue, a.ca, issuanceAccounts{a.ACME}, issuanceCerts{a.Certs},

@@ -145,6 +145,27 @@ func TestLocalServerIssuesACertificate(t *testing.T) {
 	if cert.Status != "issued" || cert.NotAfter == "" {
 		t.Fatalf("certificate record after issue: %+v", cert)
 	}
+
+	// Revocation at the CA: a bad reason is refused, a good one revokes,
+	// a second answers the revoked issue, and the record stops renewing.
+	revoke := fmt.Sprintf("/apiv1/me/certificates/%d/revoke", cert.ID)
+	if code := call("POST", revoke, `{"reason":7}`, nil); code != 400 {
+		t.Fatalf("revoke with reason 7: %d", code)
+	}
+	if code := call("POST", revoke, `{"reason":1}`, &issue); code != 200 || issue.Status != "revoked" {
+		t.Fatalf("revoke: %d %+v", code, issue)
+	}
+	if code := call("POST", revoke, `{"reason":1}`, &issue); code != 200 || issue.Status != "revoked" {
+		t.Fatalf("second revoke: %d %+v", code, issue)
+	}
+	var revoked struct {
+		Status  string
+		RenewAt *string `json:"renew_at"`
+	}
+	call("GET", fmt.Sprintf("/apiv1/me/certificates/%d", cert.ID), "", &revoked)
+	if revoked.Status != "revoked" || revoked.RenewAt != nil {
+		t.Fatalf("certificate record after revocation: %+v", revoked)
+	}
 	cancel()
 	if err := <-served; err != nil {
 		t.Fatal(err)

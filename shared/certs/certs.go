@@ -114,6 +114,8 @@ const (
 	StatusNew = "new"
 	// StatusIssued: the certificate has been issued at least once.
 	StatusIssued = "issued"
+	// StatusRevoked: its certificate was revoked; it is not renewed.
+	StatusRevoked = "revoked"
 )
 
 // Validation says how the names are proven to the CA. It is one field so

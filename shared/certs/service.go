@@ -537,15 +537,29 @@ func checkExport(policy string, export bool, field string) error {
 }
 
 // RecordIssued marks a certificate issued, with its expiry and planned
-// renewal time (which puts it in the renewal index). It is idempotent, and
-// retries once when the record changed meanwhile.
+// renewal time (which puts it in the renewal index). It is idempotent.
 func (s *Service) RecordIssued(ctx context.Context, userID, id int64, notAfter, renewAt time.Time) error {
+	return s.record(ctx, userID, id, func(rec *record) {
+		rec.Status, rec.NotAfter, rec.RenewAt = StatusIssued, notAfter.UTC(), renewAt.UTC()
+	})
+}
+
+// RecordRevoked marks a certificate revoked and takes it out of the
+// renewal index. It is idempotent.
+func (s *Service) RecordRevoked(ctx context.Context, userID, id int64) error {
+	return s.record(ctx, userID, id, func(rec *record) { rec.Status, rec.RenewAt = StatusRevoked, time.Time{} })
+}
+
+// record applies change to the stored certificate, retrying once when the
+// record changed meanwhile.
+func (s *Service) record(ctx context.Context, userID, id int64, change func(*record)) error {
 	for attempt := 0; ; attempt++ {
 		rec, it, err := s.load(ctx, userID, id)
 		if err != nil {
 			return err
 		}
-		rec.Status, rec.NotAfter, rec.RenewAt, rec.UpdatedAt = StatusIssued, notAfter.UTC(), renewAt.UTC(), s.now()
+		change(&rec)
+		rec.UpdatedAt = s.now()
 		next, err := item(rec)
 		if err != nil {
 			return err

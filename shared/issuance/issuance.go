@@ -114,6 +114,8 @@ type Issued struct {
 type CertSource interface {
 	Spec(ctx context.Context, userID, certID int64) (CertSpec, error)
 	RecordIssued(ctx context.Context, userID, certID int64, is Issued) error
+	// RecordRevoked marks the certificate revoked: it stops renewing.
+	RecordRevoked(ctx context.Context, userID, certID int64) error
 }
 
 // Config tunes the service.

@@ -161,6 +161,13 @@ func (f *fakeCerts) Spec(_ context.Context, _, certID int64) (issuance.CertSpec,
 	return s, nil
 }
 
+func (f *fakeCerts) RecordRevoked(_ context.Context, _, certID int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.issued, certID)
+	return nil
+}
+
 func (f *fakeCerts) RecordIssued(_ context.Context, _, certID int64, is issuance.Issued) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

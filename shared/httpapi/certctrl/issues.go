@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/certfleet/certfleet/shared/apperr"
 	"github.com/certfleet/certfleet/shared/httpapi"
 	"github.com/certfleet/certfleet/shared/issuance"
 )
@@ -60,7 +61,31 @@ func IssuesGroup(svc *issuance.Service, g *httpapi.Guard) httpapi.Group {
 	var rs []httpapi.Route
 	rs = append(rs, userRoutes(g, "POST", suffix, scope("issue"), httpapi.Endpoint(c.start))...)
 	rs = append(rs, userRoutes(g, "GET", suffix, scope("read"), httpapi.Endpoint(c.history))...)
+	rs = append(rs, userRoutes(g, "POST", "certificates/{"+certificateParam+"}/revoke", scope("issue"), httpapi.Endpoint(c.revoke))...)
 	return httpapi.Group{Name: "issues", Routes: rs}
+}
+
+// revoke revokes the newest issued certificate: {"reason": <RFC 5280 code>}
+// (0 unspecified, 1 keyCompromise, 4 superseded, 5 cessationOfOperation...).
+func (c issueRoutes) revoke(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	id, err := certificateID(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	var req struct {
+		Reason *int `json:"reason"`
+	}
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
+		return 0, nil, err
+	}
+	if req.Reason == nil {
+		return 0, nil, apperr.InvalidField("reason", "is required: an RFC 5280 reason code (0 unspecified, 1 keyCompromise, 4 superseded, 5 cessationOfOperation)")
+	}
+	is, err := c.svc.Revoke(r.Context(), httpapi.TargetUser(r.Context()), id, *req.Reason)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, viewIssue(is), nil
 }
 
 func (c issueRoutes) start(w http.ResponseWriter, r *http.Request) (int, any, error) {
