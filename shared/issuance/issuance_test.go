@@ -512,3 +512,34 @@ func sortedCopy(s []string) []string {
 	slices.Sort(s)
 	return s
 }
+
+// BenchmarkIssueHundred starts 100 issues at once and reports the wall
+// time until all are downloadable (the worker loop runs 8 steps at once).
+func BenchmarkIssueHundred(b *testing.B) {
+	r := startRig(b)
+	ctx := context.Background()
+	for n := 0; n < b.N; n++ {
+		ids := make(map[int64]int64, 100)
+		for i := range 100 {
+			id := int64(100000*(n+1) + i)
+			r.certs.add(id, issuance.CertSpec{Names: []string{fmt.Sprintf("h%d-%d.certfleet.test", n, i)},
+				KeyAlgorithm: issuance.KeyECDSA, KeySize: 256, AcctID: 1})
+		}
+		start := time.Now()
+		for i := range 100 {
+			id := int64(100000*(n+1) + i)
+			is, err := r.svc.Start(ctx, userID, id)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ids[id] = is.ID
+		}
+		for certID, issueID := range ids {
+			got := r.waitFor(b, certID, issueID, func(is issuance.Issue) bool { return is.Status != issuance.StatusPending })
+			if got.Status != issuance.StatusIssued {
+				b.Fatalf("%s: %s", got.Status, got.Error)
+			}
+		}
+		b.ReportMetric(time.Since(start).Seconds(), "s-for-100")
+	}
+}
