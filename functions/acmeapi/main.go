@@ -1,19 +1,6 @@
 // Command acmeapi is the Lambda function of seed 004's ACME account API (/api/v1/acme/*).
 package main
 
-import (
-	"context"
-	"log"
+import "github.com/certfleet/certfleet/shared/app"
 
-	"github.com/aws/aws-lambda-go/lambda"
-
-	"github.com/certfleet/certfleet/shared/app"
-)
-
-func main() {
-	a, err := app.Lambda(context.Background())
-	if err != nil {
-		log.Fatal(err)
-	}
-	lambda.Start(app.HTTPLambda(a.AcmeAPIHandler()))
-}
+func main() { app.StartHTTP((*app.App).AcmeAPIHandler) }

@@ -1,19 +1,6 @@
 // Command health is the health route group's Lambda function: GET /health.
 package main
 
-import (
-	"context"
-	"log"
+import "github.com/certfleet/certfleet/shared/app"
 
-	"github.com/aws/aws-lambda-go/lambda"
-
-	"github.com/certfleet/certfleet/shared/app"
-)
-
-func main() {
-	a, err := app.Lambda(context.Background())
-	if err != nil {
-		log.Fatal(err)
-	}
-	lambda.Start(app.HTTPLambda(a.HealthHandler()))
-}
+func main() { app.StartHTTP((*app.App).HealthHandler) }

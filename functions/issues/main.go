@@ -2,19 +2,6 @@
 // (POST and GET .../certificates/:certificate_id/issues).
 package main
 
-import (
-	"context"
-	"log"
+import "github.com/certfleet/certfleet/shared/app"
 
-	"github.com/aws/aws-lambda-go/lambda"
-
-	"github.com/certfleet/certfleet/shared/app"
-)
-
-func main() {
-	a, err := app.Lambda(context.Background())
-	if err != nil {
-		log.Fatal(err)
-	}
-	lambda.Start(app.HTTPLambda(a.IssuesHandler()))
-}
+func main() { app.StartHTTP((*app.App).IssuesHandler) }

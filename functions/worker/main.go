@@ -2,19 +2,6 @@
 // one step per message, failed messages reported as batchItemFailures.
 package main
 
-import (
-	"context"
-	"log"
+import "github.com/certfleet/certfleet/shared/app"
 
-	"github.com/aws/aws-lambda-go/lambda"
-
-	"github.com/certfleet/certfleet/shared/app"
-)
-
-func main() {
-	a, err := app.Lambda(context.Background())
-	if err != nil {
-		log.Fatal(err)
-	}
-	lambda.Start(a.WorkerLambda())
-}
+func main() { app.StartWorker() }

@@ -3,11 +3,13 @@ package app
 import (
 	"context"
 	"fmt"
+	"log"
 	"net/http"
 	"os"
 	"sync"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -99,6 +101,25 @@ func smtpPassword(ctx context.Context, awsCfg aws.Config, name string) (string, 
 		return "", fmt.Errorf("app: read the SMTP password from SSM parameter %s: %w", name, err)
 	}
 	return aws.ToString(out.Parameter.Value), nil
+}
+
+// StartHTTP is the whole main of a route group's Lambda function: it builds
+// the AWS shape and serves handler(app) to API Gateway, e.g.
+// app.StartHTTP((*app.App).AuthHandler). Like a main, it exits the process
+// when the shape cannot be built (the error goes to the function's log).
+func StartHTTP(handler func(*App) http.Handler) {
+	lambda.Start(HTTPLambda(handler(mustLambda())))
+}
+
+// StartWorker is the whole main of the worker's Lambda function.
+func StartWorker() { lambda.Start(mustLambda().WorkerLambda()) }
+
+func mustLambda() *App {
+	a, err := Lambda(context.Background())
+	if err != nil {
+		log.Fatal(err)
+	}
+	return a
 }
 
 // HTTPHandlerFunc is what an HTTP Lambda function starts: API Gateway HTTP
