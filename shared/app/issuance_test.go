@@ -1,22 +1,11 @@
 package app_test
 
 import (
-	"context"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"strings"
 	"testing"
-	"time"
-
-	"github.com/certfleet/certfleet/shared/app"
-	"github.com/certfleet/certfleet/shared/config"
-	"github.com/certfleet/certfleet/shared/identity"
-	"github.com/certfleet/certfleet/shared/internal/pebbletest"
 )
 
 // TestLocalServerIssuesACertificate is the local shape end to end: over
@@ -25,68 +14,9 @@ import (
 // runs the step machine, and Pebble validates HTTP-01 against the
 // server's own challenge route.
 func TestLocalServerIssuesACertificate(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peb := pebbletest.Start(t, pebbletest.Options{HTTPPort: ln.Addr().(*net.TCPAddr).Port, DNSServer: pebbletest.StartDNS(t)})
-	dir := t.TempDir()
-	cfg, err := config.Load(config.Local, func(k string) string {
-		return map[string]string{"CERTFLEET_DATA": dir, "CERTFLEET_LOG_LEVEL": "warn",
-			"CERTFLEET_CA_LETSENCRYPT_DIRECTORY": peb.DirectoryURL, "CERTFLEET_CA_ROOTS": peb.RootsPEMFile}[k]
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	a, err := app.Local(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	u, err := a.Identity.Register(ctx, identity.Registration{Email: "ops@example.com", Password: "Local1Server", Active: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var all []identity.Permission
-	for _, s := range identity.Catalog {
-		all = append(all, identity.Permission{ObType: s.ObType, ObID: "*", Actions: s.Actions})
-	}
-	_, token, err := a.Identity.CreateAPIKey(ctx, u.ID, identity.NewAPIKey{Name: "ops", Permissions: all})
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(ctx, ln) }()
-	base := "http://" + ln.Addr().String()
-	call := func(method, path, body string, into any) int {
-		t.Helper()
-		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(resp.Body)
-		var env struct{ Data json.RawMessage }
-		if err := json.Unmarshal(raw, &env); err == nil && into != nil {
-			json.Unmarshal(env.Data, into)
-		}
-		if resp.StatusCode >= 400 {
-			t.Logf("%s %s: %d %s", method, path, resp.StatusCode, raw)
-		}
-		return resp.StatusCode
-	}
-	waitFor := func(what string, done func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(20 * time.Second); !done(); time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-		}
-	}
+	s := startLiveServer(t)
+	defer s.stop()
+	call, waitFor, peb := s.call, s.waitFor, s.pebble
 
 	var acct struct {
 		ID     int64
@@ -165,10 +95,6 @@ func TestLocalServerIssuesACertificate(t *testing.T) {
 	call("GET", fmt.Sprintf("/apiv1/me/certificates/%d", cert.ID), "", &revoked)
 	if revoked.Status != "revoked" || revoked.RenewAt != nil {
 		t.Fatalf("certificate record after revocation: %+v", revoked)
-	}
-	cancel()
-	if err := <-served; err != nil {
-		t.Fatal(err)
 	}
 }
 
