@@ -5,7 +5,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/certfleet/certfleet/shared/acme"
 	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/internal/pebbletest"
 	"github.com/certfleet/certfleet/shared/internal/testenv"
@@ -17,13 +16,8 @@ import (
 // an active account.
 func TestOneDefaultUnderConcurrentSwitches(t *testing.T) {
 	ctx := context.Background()
-	peb := pebbletest.Start(t, pebbletest.Options{})
 	p := testenv.New(t)
-	ca, err := acme.New(acme.Config{RootsPEMFile: peb.RootsPEMFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := acmeacct.New(p.Store, p.Sealer, p.Queue, ca, acmeacct.Config{Directories: map[string]string{"letsencrypt": peb.DirectoryURL}, Log: p.Log})
+	svc, _ := p.ACMEAccounts(t, pebbletest.Options{})
 	var ids []int64
 	for _, email := range []string{"one@example.com", "two@example.com", "three@example.com"} {
 		a, err := svc.Create(ctx, 9, acmeacct.NewAccount{ProviderName: "letsencrypt", Email: email})

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certfleet/certfleet/shared/acme"
 	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/apperr"
 	"github.com/certfleet/certfleet/shared/certs"
@@ -32,14 +31,8 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	peb := pebbletest.Start(t, pebbletest.Options{})
 	p := testenv.New(t)
-	ca, err := acme.New(acme.Config{RootsPEMFile: peb.RootsPEMFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	accts := acmeacct.New(p.Store, p.Sealer, p.Queue, ca, acmeacct.Config{
-		Directories: map[string]string{"letsencrypt": peb.DirectoryURL}, Log: p.Log})
+	accts, _ := p.ACMEAccounts(t, pebbletest.Options{})
 	svc := certs.New(p.Store, accts, certs.Config{Now: p.Clock.Now, Log: p.Log})
 	return &rig{t: t, parts: p, accts: accts, svc: svc}
 }

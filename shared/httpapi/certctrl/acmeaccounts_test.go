@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certfleet/certfleet/shared/acme"
 	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/httpapi"
 	"github.com/certfleet/certfleet/shared/httpapi/certctrl"
@@ -30,14 +29,8 @@ type acmeEnv struct {
 
 func newACMEEnv(t *testing.T) *acmeEnv {
 	t.Helper()
-	peb := pebbletest.Start(t, pebbletest.Options{})
 	p := testenv.New(t)
-	ca, err := acme.New(acme.Config{RootsPEMFile: peb.RootsPEMFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := acmeacct.New(p.Store, p.Sealer, p.Queue, ca, acmeacct.Config{
-		Directories: map[string]string{"letsencrypt": peb.DirectoryURL}, Log: p.Log})
+	svc, peb := p.ACMEAccounts(t, pebbletest.Options{})
 	ids := p.Identity()
 	guard := &httpapi.Guard{Auth: ids, Limiter: ratelimit.New(p.Store, "requests", 1000, time.Minute, nil), CookieName: "cjj365"}
 	h := httpapi.Wrap(httpapi.NewRouter(
