@@ -3,13 +3,15 @@ package app_test
 import (
 	"strings"
 	"testing"
+
+	"github.com/certfleet/certfleet/shared/config"
 )
 
 // TestLocalServerRegistersAnACMEAccount registers an account through the
 // seed 004 routes: the HTTP route queues the step and the server's own
 // worker loop completes it at Pebble.
 func TestLocalServerRegistersAnACMEAccount(t *testing.T) {
-	s := startLiveServer(t)
+	s := startLiveServer(t, config.Local)
 	defer s.stop()
 	if code := s.call("POST", "/api/v1/acme/account/create", `{"providerName":"letsencrypt","email":"ops@example.com"}`, nil); code != 200 {
 		t.Fatalf("create: %d", code)

@@ -6,15 +6,24 @@ import (
 	"encoding/pem"
 	"fmt"
 	"testing"
+
+	"github.com/certfleet/certfleet/shared/config"
 )
 
-// TestLocalServerIssuesACertificate is the local shape end to end: over
-// HTTP with an API key, an ACME account is registered at Pebble, a
-// certificate record created and an issue started; the server's worker
-// runs the step machine, and Pebble validates HTTP-01 against the
-// server's own challenge route.
-func TestLocalServerIssuesACertificate(t *testing.T) {
-	s := startLiveServer(t)
+// TestServerIssuesACertificate is each shape end to end: over HTTP with an
+// API key, an ACME account is registered at Pebble, a certificate record
+// created and an issue started; the server's worker runs the step machine,
+// Pebble validates HTTP-01 against the server's own challenge route, and
+// the certificate is revoked. The AWS shape runs on DynamoDB, SQS and KMS
+// (moto).
+func TestServerIssuesACertificate(t *testing.T) {
+	for _, shape := range []config.Shape{config.Local, config.Lambda} {
+		t.Run(string(shape), func(t *testing.T) { issueAndRevoke(t, shape) })
+	}
+}
+
+func issueAndRevoke(t *testing.T, shape config.Shape) {
+	s := startLiveServer(t, shape)
 	defer s.stop()
 	call, waitFor, peb := s.call, s.waitFor, s.pebble
 

@@ -33,6 +33,18 @@ func TestMain(m *testing.M) { os.Exit(mototest.Run(m)) }
 // DLQ, KMS key), sets the function environment and builds app.Lambda.
 func lambdaApp(t *testing.T) *app.App {
 	t.Helper()
+	lambdaEnv(t)
+	a, err := app.Lambda(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// lambdaEnv creates the stack's resources in moto and sets the function
+// environment that points at them.
+func lambdaEnv(t *testing.T) {
+	t.Helper()
 	ctx := context.Background()
 	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
 	if err != nil {
@@ -60,11 +72,6 @@ func lambdaApp(t *testing.T) *app.App {
 	t.Setenv("CERTFLEET_ISSUANCE_DLQ_URL", *dlq.QueueUrl)
 	t.Setenv("CERTFLEET_KMS_KEY_ID", *key.KeyMetadata.KeyId)
 	t.Setenv("CERTFLEET_LOG_LEVEL", "warn")
-	a, err := app.Lambda(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
 }
 
 func loadEvent(t *testing.T, name string, v any) {

@@ -16,10 +16,11 @@ import (
 	"github.com/certfleet/certfleet/shared/internal/pebbletest"
 )
 
-// liveServer is the local server serving on a loopback port, with Pebble
-// standing in for Let's Encrypt (through the documented variables) and
-// validating HTTP-01 against the server itself, and a user with an API key
-// that holds every permission.
+// liveServer is the server of one shape serving on a loopback port (the
+// local shape over bbolt, or the AWS shape over DynamoDB, SQS and KMS on
+// moto), with Pebble standing in for Let's Encrypt (through the documented
+// variables) and validating HTTP-01 against the server itself, and a user
+// with an API key that holds every permission.
 type liveServer struct {
 	t      *testing.T
 	app    *app.App
@@ -29,23 +30,33 @@ type liveServer struct {
 	stop   func()
 }
 
-func startLiveServer(t *testing.T) *liveServer {
+func startLiveServer(t *testing.T, shape config.Shape) *liveServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	peb := pebbletest.Start(t, pebbletest.Options{HTTPPort: ln.Addr().(*net.TCPAddr).Port, DNSServer: pebbletest.StartDNS(t)})
-	dir := t.TempDir()
-	cfg, err := config.Load(config.Local, func(k string) string {
-		return map[string]string{"CERTFLEET_DATA": dir, "CERTFLEET_LOG_LEVEL": "warn",
-			"CERTFLEET_CA_LETSENCRYPT_DIRECTORY": peb.DirectoryURL, "CERTFLEET_CA_ROOTS": peb.RootsPEMFile}[k]
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := app.Local(ctx, cfg)
+	var a *app.App
+	if shape == config.Lambda {
+		lambdaEnv(t)
+		t.Setenv("CERTFLEET_CA_LETSENCRYPT_DIRECTORY", peb.DirectoryURL)
+		t.Setenv("CERTFLEET_CA_ROOTS", peb.RootsPEMFile)
+		// moto does not serialise concurrent writes: one step at a time.
+		t.Setenv("CERTFLEET_WORKER_CONCURRENCY", "1")
+		a, err = app.Lambda(ctx)
+	} else {
+		dir := t.TempDir()
+		cfg, cerr := config.Load(config.Local, func(k string) string {
+			return map[string]string{"CERTFLEET_DATA": dir, "CERTFLEET_LOG_LEVEL": "warn",
+				"CERTFLEET_CA_LETSENCRYPT_DIRECTORY": peb.DirectoryURL, "CERTFLEET_CA_ROOTS": peb.RootsPEMFile}[k]
+		})
+		if cerr != nil {
+			t.Fatal(cerr)
+		}
+		a, err = app.Local(ctx, cfg)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,10 +107,10 @@ func (s *liveServer) call(method, path, body string, into any) int {
 	return resp.StatusCode
 }
 
-// waitFor polls done for up to 20 s.
+// waitFor polls done for up to 60 s (SQS delays have whole seconds).
 func (s *liveServer) waitFor(what string, done func() bool) {
 	s.t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !done(); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); !done(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			s.t.Fatalf("timed out waiting for %s", what)
 		}
