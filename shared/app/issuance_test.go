@@ -1,13 +1,21 @@
 package app_test
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"testing"
+	"time"
 
+	"github.com/certfleet/certfleet/shared/acmeacct"
+	"github.com/certfleet/certfleet/shared/app"
+	"github.com/certfleet/certfleet/shared/certs"
 	"github.com/certfleet/certfleet/shared/config"
+	"github.com/certfleet/certfleet/shared/identity"
+	"github.com/certfleet/certfleet/shared/internal/pebbletest"
 )
 
 // TestServerIssuesACertificate is each shape end to end: over HTTP with an
@@ -113,4 +121,85 @@ func poolOf(t *testing.T, chain string) *x509.CertPool {
 		t.Fatal("no certificates in the chain")
 	}
 	return pool
+}
+
+// TestIssueSurvivesAWorkerKilledMidStep: a worker takes an issue's step
+// message and dies without acknowledging it; the server restarted on the
+// same data gets the message back after its visibility timeout and
+// finishes the issue.
+func TestIssueSurvivesAWorkerKilledMidStep(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peb := pebbletest.Start(t, pebbletest.Options{HTTPPort: ln.Addr().(*net.TCPAddr).Port, DNSServer: pebbletest.StartDNS(t)})
+	dir := t.TempDir()
+	cfg, err := config.Load(config.Local, func(k string) string {
+		return map[string]string{"CERTFLEET_DATA": dir, "CERTFLEET_LOG_LEVEL": "warn", "CERTFLEET_QUEUE_VISIBILITY": "1s",
+			"CERTFLEET_CA_LETSENCRYPT_DIRECTORY": peb.DirectoryURL, "CERTFLEET_CA_ROOTS": peb.RootsPEMFile}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	// First life: an active account, a certificate, an issue started; the
+	// worker then receives the issue's first step and dies holding it.
+	a, err := app.Local(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := a.Identity.Register(ctx, identity.Registration{Email: "kill@example.com", Password: "Kill1Worker", Active: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acct, err := a.ACME.Create(ctx, u.ID, acmeacct.NewAccount{ProviderName: "letsencrypt", Email: "kill@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := a.Queue.Receive(ctx, 1, time.Second)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("registration message: %v %v", ds, err)
+	}
+	if err := a.Steps.Dispatch(ctx, ds[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Queue.Ack(ctx, ds[0]); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := a.Certs.Create(ctx, u.ID, certs.NewCertificate{DomainName: "killed.certfleet.test", AcctID: acct.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	is, err := a.Issuance.Start(ctx, u.ID, cert.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ds, err = a.Queue.Receive(ctx, 1, time.Second); err != nil || len(ds) != 1 {
+		t.Fatalf("first step message: %v %v", ds, err)
+	}
+	a.Close() // killed: the message is neither acknowledged nor retried
+
+	// Second life on the same data.
+	b, err := app.Local(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	serveCtx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- b.Serve(serveCtx, ln) }()
+	defer func() { stop(); <-served }()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		got, err := b.Issuance.Get(ctx, u.ID, cert.ID, is.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status == "issued" {
+			break
+		}
+		if got.Status == "failed" || time.Now().After(deadline) {
+			t.Fatalf("after the restart the issue is %s (%s)", got.Status, got.Error)
+		}
+	}
 }
