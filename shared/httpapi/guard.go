@@ -81,10 +81,10 @@ const UserPathParam = "user_id"
 func (g *Guard) User(scope Scope, h http.Handler) http.Handler {
 	return g.authenticated(func(w http.ResponseWriter, r *http.Request, p identity.Principal) {
 		target := p.UserID
-		if raw := r.PathValue(UserPathParam); raw != "" {
-			id, err := strconv.ParseInt(raw, 10, 64)
-			if err != nil || id <= 0 {
-				g.refuse(w, r, apperr.InvalidField(UserPathParam, "must be a positive integer"), nil)
+		if r.PathValue(UserPathParam) != "" {
+			id, err := PathID(r, UserPathParam)
+			if err != nil {
+				g.refuse(w, r, err, nil)
 				return
 			}
 			target = id
@@ -199,4 +199,14 @@ func ClientIP(r *http.Request) string {
 		return host
 	}
 	return r.RemoteAddr
+}
+
+// PathID reads a path parameter that holds an integer id; anything but a
+// positive integer is Invalid naming the parameter.
+func PathID(r *http.Request, param string) (int64, error) {
+	id, err := strconv.ParseInt(r.PathValue(param), 10, 64)
+	if err != nil || id <= 0 {
+		return 0, apperr.InvalidField(param, "must be a positive integer")
+	}
+	return id, nil
 }

@@ -112,15 +112,8 @@ func (s *Service) ListAPIKeys(ctx context.Context, userID int64, limit int, curs
 		}
 		return nil, "", err
 	}
-	out := make([]APIKey, 0, len(page.Items))
-	for _, it := range page.Items {
-		var rec apiKeyRecord
-		if err := store.DecodeJSON(it, &rec); err != nil {
-			return nil, "", err
-		}
-		out = append(out, rec.APIKey)
-	}
-	return out, page.Cursor, nil
+	out, err := store.DecodeEach(page.Items, func(r apiKeyRecord) APIKey { return r.APIKey })
+	return out, page.Cursor, err
 }
 
 // getAPIKey returns userID's key id; another user's key is NotFound.

@@ -234,15 +234,8 @@ func (s *Service) ListUsers(ctx context.Context, limit int, cursor string) ([]Us
 		}
 		return nil, "", err
 	}
-	users := make([]User, 0, len(page.Items))
-	for _, it := range page.Items {
-		var rec userRecord
-		if err := store.DecodeJSON(it, &rec); err != nil {
-			return nil, "", err
-		}
-		users = append(users, rec.User)
-	}
-	return users, page.Cursor, nil
+	users, err := store.DecodeEach(page.Items, func(r userRecord) User { return r.User })
+	return users, page.Cursor, err
 }
 
 // errBadLogin is the one answer to every wrong email/password pair.

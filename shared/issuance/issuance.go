@@ -345,15 +345,8 @@ func (s *Service) History(ctx context.Context, userID, certID int64, limit int, 
 	if err != nil {
 		return nil, "", fmt.Errorf("issuance: history: %w", err)
 	}
-	out := make([]Issue, 0, len(page.Items))
-	for _, it := range page.Items {
-		var rec issueRecord
-		if err := store.DecodeJSON(it, &rec); err != nil {
-			return nil, "", err
-		}
-		out = append(out, rec.Issue)
-	}
-	return out, page.Cursor, nil
+	out, err := store.DecodeEach(page.Items, func(r issueRecord) Issue { return r.Issue })
+	return out, page.Cursor, err
 }
 
 func (s *Service) load(ctx context.Context, userID, certID, id int64) (issueRecord, store.Item, error) {

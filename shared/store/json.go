@@ -35,3 +35,18 @@ func DecodeJSON(it Item, v any) error {
 	}
 	return nil
 }
+
+// DecodeEach decodes every item's JSON value as an R and returns view of
+// each, in order: the usual way a listing turns stored records into what
+// its caller may see.
+func DecodeEach[R, T any](items []Item, view func(R) T) ([]T, error) {
+	out := make([]T, 0, len(items))
+	for _, it := range items {
+		var rec R
+		if err := DecodeJSON(it, &rec); err != nil {
+			return nil, err
+		}
+		out = append(out, view(rec))
+	}
+	return out, nil
+}

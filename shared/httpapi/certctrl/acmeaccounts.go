@@ -69,13 +69,7 @@ func AcmeAccountsGroup(svc *acmeacct.Service, g *httpapi.Guard) httpapi.Group {
 	return httpapi.Group{Name: "acmeaccounts", Routes: rs}
 }
 
-func accountID(r *http.Request) (int64, error) {
-	id, err := strconv.ParseInt(r.PathValue(acmeAccountParam), 10, 64)
-	if err != nil || id <= 0 {
-		return 0, apperr.InvalidField(acmeAccountParam, "must be a positive integer")
-	}
-	return id, nil
-}
+func accountID(r *http.Request) (int64, error) { return httpapi.PathID(r, acmeAccountParam) }
 
 // list answers ?offset= (default 0) and ?limit= (default 100); the total
 // is in X-Total-Count.

@@ -95,13 +95,7 @@ func CertificatesGroup(svc *certs.Service, g *httpapi.Guard) httpapi.Group {
 	return httpapi.Group{Name: "certificates", Routes: rs}
 }
 
-func certificateID(r *http.Request) (int64, error) {
-	id, err := strconv.ParseInt(r.PathValue(certificateParam), 10, 64)
-	if err != nil || id <= 0 {
-		return 0, apperr.InvalidField(certificateParam, "must be a positive integer")
-	}
-	return id, nil
-}
+func certificateID(r *http.Request) (int64, error) { return httpapi.PathID(r, certificateParam) }
 
 // offsetLimit reads ?offset= (default 0) and ?limit= (default 100).
 func offsetLimit(r *http.Request) (offset, limit int, err error) {
