@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -53,11 +54,7 @@ func metaKey(id int64) store.Key {
 func (s *Service) Providers(ctx context.Context) ([]Provider, error) {
 	out := make([]Provider, 0, len(Builtins))
 	for _, p := range Builtins {
-		p.Status, p.CreatedAt, p.UpdatedAt = "active", builtinEpoch, builtinEpoch
-		if dir, ok := s.cfg.Directories[p.Name]; ok {
-			p.DirectoryURL = dir
-		}
-		out = append(out, p)
+		out = append(out, s.builtin(p))
 	}
 	page, err := s.st.Query(ctx, store.Query{Table: Table, PK: "providers", SKPrefix: "provider#", Limit: store.MaxQueryLimit})
 	if err != nil {
@@ -88,27 +85,52 @@ func (s *Service) Providers(ctx context.Context) ([]Provider, error) {
 	return out, nil
 }
 
+// builtin is a built-in provider as this deployment sees it.
+func (s *Service) builtin(p Provider) Provider {
+	p.Status, p.CreatedAt, p.UpdatedAt = "active", builtinEpoch, builtinEpoch
+	if dir, ok := s.cfg.Directories[p.Name]; ok {
+		p.DirectoryURL = dir
+	}
+	return p
+}
+
 // ProviderByName finds a provider; unknown is Invalid naming providerName.
+// A built-in costs no store read; a custom one two.
 func (s *Service) ProviderByName(ctx context.Context, name string) (Provider, error) {
-	return s.findProvider(ctx, func(p Provider) bool { return p.Name == name },
-		apperr.InvalidField("providerName", "unknown provider %q: see /api/v1/acme/providers", name))
-}
-
-// ProviderByID finds a provider; unknown is NotFound.
-func (s *Service) ProviderByID(ctx context.Context, id int64) (Provider, error) {
-	return s.findProvider(ctx, func(p Provider) bool { return p.ID == id },
-		apperr.New(apperr.NotFound, "provider %d not found", id))
-}
-
-func (s *Service) findProvider(ctx context.Context, match func(Provider) bool, notFound error) (Provider, error) {
-	all, err := s.Providers(ctx)
+	unknown := apperr.InvalidField("providerName", "unknown provider %q: see /api/v1/acme/providers", name)
+	if i := slices.IndexFunc(Builtins, func(p Provider) bool { return p.Name == name }); i >= 0 {
+		return s.builtin(Builtins[i]), nil
+	}
+	it, err := s.st.Get(ctx, providerNameKey(name))
+	if errors.Is(err, store.ErrNotFound) {
+		return Provider{}, unknown
+	}
 	if err != nil {
 		return Provider{}, err
 	}
-	if i := slices.IndexFunc(all, match); i >= 0 {
-		return all[i], nil
+	id, err := strconv.ParseInt(string(it.Value), 10, 64)
+	if err != nil {
+		return Provider{}, fmt.Errorf("acmeacct: provider name item %s holds %q", it.Key, it.Value)
 	}
-	return Provider{}, notFound
+	p, err := s.ProviderByID(ctx, id)
+	if apperr.CodeOf(err) == apperr.NotFound {
+		return Provider{}, unknown
+	}
+	return p, err
+}
+
+// ProviderByID finds a provider; unknown is NotFound. A built-in costs no
+// store read; a custom one one.
+func (s *Service) ProviderByID(ctx context.Context, id int64) (Provider, error) {
+	if i := slices.IndexFunc(Builtins, func(p Provider) bool { return p.ID == id }); i >= 0 {
+		return s.builtin(Builtins[i]), nil
+	}
+	var p Provider
+	_, err := store.GetJSON(ctx, s.st, providerKey(id), &p)
+	if errors.Is(err, store.ErrNotFound) {
+		return Provider{}, apperr.New(apperr.NotFound, "provider %d not found", id)
+	}
+	return p, err
 }
 
 // NewProvider is a custom ACME CA an admin adds.
