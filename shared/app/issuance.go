@@ -31,11 +31,11 @@ func (c issuanceCerts) Spec(ctx context.Context, userID, certID int64) (issuance
 		return issuance.CertSpec{}, err
 	}
 	return issuance.CertSpec{Names: cert.SANs, KeyAlgorithm: cert.KeyAlgorithm, KeySize: cert.KeySize,
-		AcctID: cert.AcctID, ValidationMethod: cert.Validation.Method}, nil
+		AcctID: cert.AcctID, ValidationMethod: cert.Validation.Method, DNSProviderID: cert.Validation.DNSProviderID}, nil
 }
 
 func (c issuanceCerts) RecordIssued(ctx context.Context, userID, certID int64, is issuance.Issued) error {
-	return c.s.RecordIssued(ctx, userID, certID, is.NotAfter, is.RenewAt)
+	return c.s.RecordIssued(ctx, userID, certID, is.IssueID, is.NotAfter, is.RenewAt)
 }
 
 func (c issuanceCerts) RecordRevoked(ctx context.Context, userID, certID int64) error {

@@ -124,6 +124,10 @@ const (
 type Validation struct {
 	// Method is one of the Method* constants.
 	Method string `json:"method"`
+	// DNSProviderID is the user's stored DNS provider credentials that
+	// dns-01-provider writes the TXT records with (package dnsprov); 0
+	// for every other method.
+	DNSProviderID int64 `json:"dns_provider_id,omitempty"`
 }
 
 // Certificate is a certificate record as its owner sees it.
@@ -145,6 +149,9 @@ type Certificate struct {
 	// (export, MASTER_ONLY devices); never with DEVICE_REQUIRED.
 	ServerDecryptExport bool   `json:"server_decrypt_export"`
 	Status              string `json:"status"`
+	// IssueID is the issue that issued the current certificate; 0 until
+	// the first one.
+	IssueID int64 `json:"issue_id,omitempty"`
 	// RenewAt and NotAfter are zero until the certificate is issued.
 	RenewAt   time.Time `json:"renew_at,omitzero"`
 	NotAfter  time.Time `json:"not_after,omitzero"`

@@ -1,8 +1,11 @@
 package certs
 
 import (
+	"crypto/sha256"
+	"encoding/base32"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"golang.org/x/net/idna"
@@ -150,4 +153,16 @@ func NormalizeNames(domainName string, sans []string, method string) (string, []
 		}
 	}
 	return primary, names, nil
+}
+
+// DelegationTarget is where dns-01-delegation writes the TXT record of
+// one of the user's names (a wildcard's is its apex's): the name the
+// user's "_acme-challenge.<domain>" CNAME must point at, in certfleet's
+// validation zone. It is fixed per user and name, so one CNAME serves
+// every renewal; another user's name never maps to the same target.
+func DelegationTarget(zone string, userID int64, domain string) string {
+	domain = strings.TrimPrefix(domain, "*.")
+	sum := sha256.Sum256([]byte(strconv.FormatInt(userID, 10) + "\x00" + domain))
+	label := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:15]))
+	return "_acme-challenge." + label + "." + strings.TrimSuffix(strings.TrimPrefix(zone, "."), ".")
 }

@@ -536,11 +536,33 @@ func checkExport(policy string, export bool, field string) error {
 	return nil
 }
 
-// RecordIssued marks a certificate issued, with its expiry and planned
-// renewal time (which puts it in the renewal index). It is idempotent.
-func (s *Service) RecordIssued(ctx context.Context, userID, id int64, notAfter, renewAt time.Time) error {
+// RecordIssued marks a certificate issued by the issue issueID, with its
+// expiry and planned renewal time (which puts it in the renewal index).
+// It is idempotent.
+func (s *Service) RecordIssued(ctx context.Context, userID, id, issueID int64, notAfter, renewAt time.Time) error {
 	return s.record(ctx, userID, id, func(rec *record) {
-		rec.Status, rec.NotAfter, rec.RenewAt = StatusIssued, notAfter.UTC(), renewAt.UTC()
+		rec.Status, rec.IssueID, rec.NotAfter, rec.RenewAt = StatusIssued, issueID, notAfter.UTC(), renewAt.UTC()
+	})
+}
+
+// Due is a certificate whose renewal time has come.
+type Due struct {
+	UserID, CertID int64
+	RenewAt        time.Time
+}
+
+// Due lists, oldest renewal time first, at most limit (0: 100)
+// certificates whose renewal time is at or before now, from the renewal
+// index (which may lag a write by a moment).
+func (s *Service) Due(ctx context.Context, now time.Time, limit int) ([]Due, error) {
+	q := store.Query{Table: Table, Index: IndexByRenewal, PK: renewalPK,
+		SKTo: now.UTC().Format("20060102T150405Z") + "#~", Limit: pageLimit(limit)}
+	page, err := s.st.Query(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("certs: due for renewal: %w", err)
+	}
+	return store.DecodeEach(page.Items, func(r record) Due {
+		return Due{UserID: r.UserID, CertID: r.ID, RenewAt: r.RenewAt}
 	})
 }
 

@@ -248,7 +248,7 @@ func TestUpdate(t *testing.T) {
 	wantErr(t, err, apperr.Invalid, "acct_id", "not one of your accounts")
 
 	// Once issued, names, key and validation are fixed; the rest is not.
-	if err := r.svc.RecordIssued(ctx, 1, c.ID, time.Now().Add(90*24*time.Hour), time.Now().Add(60*24*time.Hour)); err != nil {
+	if err := r.svc.RecordIssued(ctx, 1, c.ID, 1, time.Now().Add(90*24*time.Hour), time.Now().Add(60*24*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	sans = []string{"x.example.org"}
@@ -320,7 +320,7 @@ func TestRenewalIndex(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := r.svc.RecordIssued(ctx, 7, c.ID, base.AddDate(0, 0, days+30), base.AddDate(0, 0, days)); err != nil {
+		if err := r.svc.RecordIssued(ctx, 7, c.ID, 1, base.AddDate(0, 0, days+30), base.AddDate(0, 0, days)); err != nil {
 			t.Fatal(err)
 		}
 	}

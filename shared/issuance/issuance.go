@@ -66,9 +66,6 @@ const (
 	KeyRSA   = "RSA"
 )
 
-// MethodHTTP01 is the only validation method this slice answers.
-const MethodHTTP01 = "http-01"
-
 // AccountSource gives the registered ACME account a certificate orders
 // with. Errors: an apperr NotFound for an unknown account, an apperr
 // Conflict for one that is not active (pending, disabled or failed); other
@@ -93,9 +90,10 @@ type CertSpec struct {
 	KeyAlgorithm string // KeyECDSA or KeyRSA
 	KeySize      int    // curve size (256, 384) or RSA bits
 	AcctID       int64
-	// ValidationMethod is one of package certs' methods; only
-	// MethodHTTP01 is answered yet.
+	// ValidationMethod is one of the Method* constants.
 	ValidationMethod string
+	// DNSProviderID is the user's DNS provider of dns-01-provider.
+	DNSProviderID int64
 }
 
 // Issued is what an issue tells its certificate record once issued.
