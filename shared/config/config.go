@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -52,6 +53,21 @@ type Config struct {
 	CADirectories map[string]string
 	// CARootsFile is a PEM file of extra roots trusted when talking to CAs.
 	CARootsFile string
+	// DelegationZone is certfleet's own DNS zone that dns-01-delegation
+	// writes TXT records into; "" turns the method off.
+	DelegationZone string
+	// DelegationProvider is the lego DNS provider code that writes the
+	// delegation zone, configured by that provider's own variables.
+	DelegationProvider string
+	// DNSResolvers are host:port resolvers for DNS-01 checks; none means
+	// the system's.
+	DNSResolvers []string
+	// TLSALPNAddr is where the local shape answers TLS-ALPN-01
+	// challenges; "" means it does not.
+	TLSALPNAddr string
+	// CAMaxInFlight bounds the ACME requests one worker process has in
+	// flight per CA.
+	CAMaxInFlight int
 }
 
 // CAProviders are the built-in CA providers whose directory can be
@@ -202,7 +218,42 @@ var Vars = []Var{
 		c.SMTP.From = v
 		return nil
 	}},
+	{"CERTFLEET_DELEGATION_ZONE", "", "certfleet's own DNS zone for dns-01-delegation (e.g. acme.example.net); empty turns the method off", func(c *Config, v string) error {
+		v = strings.TrimSuffix(strings.ToLower(v), ".")
+		if !dnsName.MatchString(v) {
+			return errors.New("must be a DNS name such as acme.example.net")
+		}
+		c.DelegationZone = v
+		return nil
+	}},
+	{"CERTFLEET_DELEGATION_PROVIDER", "", "lego DNS provider code that writes the delegation zone (route53 in the cloud), configured by that provider's own variables", func(c *Config, v string) error {
+		c.DelegationProvider = strings.ToLower(v)
+		return nil
+	}},
+	{"CERTFLEET_DNS_RESOLVERS", "", "comma-separated host:port resolvers for DNS-01 propagation and CNAME checks; empty: the system's", func(c *Config, v string) error {
+		for _, r := range strings.Split(v, ",") {
+			r = strings.TrimSpace(r)
+			if _, _, err := net.SplitHostPort(r); err != nil {
+				return fmt.Errorf("%q is not host:port", r)
+			}
+			c.DNSResolvers = append(c.DNSResolvers, r)
+		}
+		return nil
+	}},
+	{"CERTFLEET_TLSALPN_ADDR", "", "local: address to answer TLS-ALPN-01 challenges on (e.g. :443); empty: not answered", func(c *Config, v string) error {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			return errors.New("must be host:port or :port")
+		}
+		c.TLSALPNAddr = v
+		return nil
+	}},
+	{"CERTFLEET_CA_MAX_IN_FLIGHT", "8", "ACME requests one worker process sends to one CA at once (1..256)", func(c *Config, v string) (err error) {
+		c.CAMaxInFlight, err = intIn(v, 1, 256)
+		return err
+	}},
 }
+
+var dnsName = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 var cookieName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
@@ -212,7 +263,7 @@ func Load(shape Shape, getenv func(string) string) (Config, error) {
 	c := Config{Shape: shape, LogFormat: "text", TablePrefix: "certfleet-", DataDir: "./data",
 		Port: 8080, WorkerConcurrency: 4, QueueVisibility: time.Minute, QueueMaxReceives: 5,
 		ShutdownTimeout: 30 * time.Second, SessionCookie: "cjj365", RateLimit: 100,
-		SMTP: SMTP{Port: 587, From: "certfleet@localhost"}, CADirectories: map[string]string{}}
+		SMTP: SMTP{Port: 587, From: "certfleet@localhost"}, CADirectories: map[string]string{}, CAMaxInFlight: 8}
 	if shape == Lambda {
 		c.LogFormat = "json"
 	}
