@@ -31,7 +31,8 @@ func (c issuanceCerts) Spec(ctx context.Context, userID, certID int64) (issuance
 		return issuance.CertSpec{}, err
 	}
 	return issuance.CertSpec{Names: cert.SANs, KeyAlgorithm: cert.KeyAlgorithm, KeySize: cert.KeySize,
-		AcctID: cert.AcctID, ValidationMethod: cert.Validation.Method, DNSProviderID: cert.Validation.DNSProviderID}, nil
+		AcctID: cert.AcctID, ValidationMethod: cert.Validation.Method, DNSProviderID: cert.Validation.DNSProviderID,
+		ServerDecryptExport: cert.ServerDecryptExport, IssueID: cert.IssueID}, nil
 }
 
 func (c issuanceCerts) RecordIssued(ctx context.Context, userID, certID int64, is issuance.Issued) error {

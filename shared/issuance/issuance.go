@@ -94,6 +94,10 @@ type CertSpec struct {
 	ValidationMethod string
 	// DNSProviderID is the user's DNS provider of dns-01-provider.
 	DNSProviderID int64
+	// ServerDecryptExport allows exporting the decrypted key.
+	ServerDecryptExport bool
+	// IssueID is the issue of the current certificate, 0 before the first.
+	IssueID int64
 }
 
 // Issued is what an issue tells its certificate record once issued.
