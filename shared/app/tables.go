@@ -26,6 +26,7 @@ var Tables = []store.TableSpec{
 	// certificates by renewal time.
 	{Name: "certs", Indexes: []string{"gsi1", "gsi2"}},
 	// issuance holds issues per user and certificate, each certificate's
-	// active-issue marker, and HTTP-01 key authorizations, which expire.
+	// active-issue marker, HTTP-01 and TLS-ALPN-01 answers, which expire,
+	// and each user's event log (package events), which expires too.
 	{Name: "issuance"},
 }

@@ -7,7 +7,9 @@ package issuance
 //
 //	user#<user>  cert#<019d cert>#issue#<019d issue>  an issue (issueRecord)
 //	user#<user>  cert#<019d cert>#active               the active issue's id
-//	http01#<token>  http01                             a key authorization, expiring
+//	http01#<token>  http01                             an HTTP-01 answer, expiring
+//	tlsalpn01#<name>  tlsalpn01                        a TLS-ALPN-01 answer, expiring
+//	user#<user>  event#...                             the user's event log (package events)
 //
 // The issue id counter is meta/counter/issues.
 
@@ -17,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"time"
 
@@ -41,19 +44,24 @@ const (
 
 // Steps of the machine; each is the message kind "issuance.<step>".
 const (
-	StepOrder     = "order"
+	StepOrder = "order"
+	// StepAuthorize reads the authorizations and presents every answer.
 	StepAuthorize = "authorize"
-	StepPoll      = "poll"
-	StepFinalize  = "finalize"
-	StepDownload  = "download"
-	StepCleanup   = "cleanup"
-	StepDone      = "done"
+	// StepCheck waits until every answer is visible (DNS propagation).
+	StepCheck = "check"
+	// StepAccept asks the CA to validate the answers.
+	StepAccept   = "accept"
+	StepPoll     = "poll"
+	StepFinalize = "finalize"
+	StepDownload = "download"
+	StepCleanup  = "cleanup"
+	StepDone     = "done"
 )
 
 // Kinds are the queue message kinds of the steps, to register with the
 // worker (all with Service.Step).
 var Kinds = []string{
-	KindPrefix + StepOrder, KindPrefix + StepAuthorize, KindPrefix + StepPoll,
+	KindPrefix + StepOrder, KindPrefix + StepAuthorize, KindPrefix + StepCheck, KindPrefix + StepAccept, KindPrefix + StepPoll,
 	KindPrefix + StepFinalize, KindPrefix + StepDownload, KindPrefix + StepCleanup,
 }
 
@@ -133,9 +141,20 @@ type Config struct {
 	// MaxPolls is how many polls one issue may make before it fails;
 	// 0 means 200.
 	MaxPolls int
-	// ChallengeTTL is how long an HTTP-01 key authorization is served;
-	// 0 means 1 hour.
+	// ChallengeTTL is how long an HTTP-01 or TLS-ALPN-01 answer is
+	// served; 0 means 1 hour.
 	ChallengeTTL time.Duration
+	// Solvers answer the validation methods beyond the built-in http-01
+	// and tls-alpn-01 (which the store holds for the responders), by
+	// method: the DNS-01 solvers of package dns01.
+	Solvers map[string]Solver
+	// CheckMin and CheckMax bound the wait between two looks at answers
+	// that are not visible yet (DNS propagation): CheckMin, doubling, at
+	// most CheckMax. 0 means 1 s and 30 s.
+	CheckMin, CheckMax time.Duration
+	// MaxChecks is how many looks an issue takes before it fails; 0
+	// means 40 (about 15 minutes with the default bounds).
+	MaxChecks int
 	// PreferredChain is the top issuer CN of the chain to download, or "".
 	PreferredChain string
 	// Inline runs a step that needs no wait in the same delivery as the
@@ -155,6 +174,7 @@ type Service struct {
 	certs    CertSource
 	cfg      Config
 	log      *slog.Logger
+	solvers  map[string]Solver
 }
 
 // New returns the service.
@@ -174,13 +194,25 @@ func New(st store.Store, sealer keys.Sealer, q queue.Sender, ca ACME, accounts A
 	if cfg.ChallengeTTL <= 0 {
 		cfg.ChallengeTTL = time.Hour
 	}
+	if cfg.CheckMin <= 0 {
+		cfg.CheckMin = time.Second
+	}
+	if cfg.CheckMax <= 0 {
+		cfg.CheckMax = 30 * time.Second
+	}
+	if cfg.MaxChecks <= 0 {
+		cfg.MaxChecks = 40
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Service{st: st, sealer: sealer, q: q, ca: ca, accounts: accounts, certs: certs, cfg: cfg, log: cfg.Log}
+	s := &Service{st: st, sealer: sealer, q: q, ca: ca, accounts: accounts, certs: certs, cfg: cfg, log: cfg.Log}
+	s.solvers = map[string]Solver{MethodHTTP01: httpSolver{s}, MethodTLSALPN01: tlsALPNSolver{s}}
+	maps.Copy(s.solvers, cfg.Solvers)
+	return s
 }
 
 func (s *Service) now() time.Time { return s.cfg.Now().UTC() }
@@ -195,6 +227,11 @@ type Issue struct {
 	KeyAlgorithm string   `json:"key_algorithm"`
 	KeySize      int      `json:"key_size"`
 	Status       string   `json:"status"`
+	// Method is the validation method the names are proven with.
+	Method string `json:"validation_method"`
+	// Renews is the issue of the certificate this one replaces, 0 for a
+	// first issue.
+	Renews int64 `json:"renews,omitempty"`
 	// Step is the step the issue is at (Step* constants).
 	Step     string `json:"step"`
 	OrderURL string `json:"order_url,omitempty"`
@@ -218,8 +255,13 @@ type issueRecord struct {
 	FinalizeURL    string   `json:"finalize_url,omitempty"`
 	CertificateURL string   `json:"certificate_url,omitempty"`
 	Authorizations []string `json:"authorizations,omitempty"`
-	// Tokens are the HTTP-01 tokens presented, for cleanup.
-	Tokens []string `json:"tokens,omitempty"`
+	// Answers are the challenge answers presented, for the check, accept
+	// and cleanup steps.
+	Answers []answer `json:"answers,omitempty"`
+	// Checks counts the looks at answers that were not visible yet.
+	Checks int `json:"checks,omitempty"`
+	// DNSProviderID is the certificate's DNS provider (dns-01-provider).
+	DNSProviderID int64 `json:"dns_provider_id,omitempty"`
 	// Finalized is set once the CSR was accepted: polls then wait for
 	// the certificate.
 	Finalized bool `json:"finalized,omitempty"`
@@ -242,6 +284,9 @@ func activeKey(userID, certID int64) store.Key {
 func tokenKey(token string) store.Key {
 	return store.Key{Table: Table, PK: "http01#" + token, SK: "http01"}
 }
+func tlsALPNKey(domain string) store.Key {
+	return store.Key{Table: Table, PK: "tlsalpn01#" + domain, SK: "tlsalpn01"}
+}
 
 func sealContext(userID, issueID int64) map[string]string {
 	return map[string]string{"issue": strconv.FormatInt(issueID, 10), "user": strconv.FormatInt(userID, 10), "purpose": "certificate-key"}
@@ -255,9 +300,9 @@ type message struct {
 	Seq     int64 `json:"seq"`
 }
 
-// Start begins issuing the certificate, or returns its active issue.
-// Errors: NotFound for an unknown certificate; Invalid for a validation
-// method other than http-01 or a certificate without names.
+// Start begins issuing the certificate (renewing it when it was issued
+// before), or returns its active issue. Errors: NotFound for an unknown
+// certificate; Invalid for a certificate without names.
 func (s *Service) Start(ctx context.Context, userID, certID int64) (Issue, error) {
 	if is, ok, err := s.active(ctx, userID, certID); err != nil || ok {
 		return is, err
@@ -266,8 +311,9 @@ func (s *Service) Start(ctx context.Context, userID, certID int64) (Issue, error
 	if err != nil {
 		return Issue{}, err
 	}
-	if spec.ValidationMethod != "" && spec.ValidationMethod != MethodHTTP01 {
-		return Issue{}, apperr.InvalidField("validation.method", "%s is not issued yet; only http-01 is", spec.ValidationMethod)
+	method := spec.ValidationMethod
+	if method == "" {
+		method = MethodHTTP01
 	}
 	if len(spec.Names) == 0 {
 		return Issue{}, apperr.InvalidField("sans", "the certificate has no names")
@@ -278,8 +324,9 @@ func (s *Service) Start(ctx context.Context, userID, certID int64) (Issue, error
 	}
 	now := s.now()
 	rec := issueRecord{Issue: Issue{ID: id, UserID: userID, CertID: certID, AcctID: spec.AcctID, Names: spec.Names,
-		KeyAlgorithm: spec.KeyAlgorithm, KeySize: spec.KeySize, Status: StatusPending, Step: StepOrder,
-		CreatedAt: now, UpdatedAt: now}, Seq: 1}
+		KeyAlgorithm: spec.KeyAlgorithm, KeySize: spec.KeySize, Method: method, Renews: spec.IssueID,
+		Status: StatusPending, Step: StepOrder, CreatedAt: now, UpdatedAt: now},
+		Seq: 1, DNSProviderID: spec.DNSProviderID}
 	it, err := store.JSONItem(issueKey(userID, certID, id), rec)
 	if err != nil {
 		return Issue{}, err
@@ -361,6 +408,23 @@ func (s *Service) load(ctx context.Context, userID, certID, id int64) (issueReco
 		return rec, it, fmt.Errorf("issuance: read issue %d: %w", id, err)
 	}
 	return rec, it, nil
+}
+
+// TLSALPNKeyAuthorization returns the key authorization a TLS-ALPN-01
+// challenge for domain is answered with, for the responder. Errors:
+// NotFound for a domain with no answer presented.
+func (s *Service) TLSALPNKeyAuthorization(ctx context.Context, domain string) (string, error) {
+	if domain == "" || len(domain) > 253 {
+		return "", apperr.New(apperr.NotFound, "no challenge for this name")
+	}
+	it, err := s.st.Get(ctx, tlsALPNKey(domain))
+	if errors.Is(err, store.ErrNotFound) {
+		return "", apperr.New(apperr.NotFound, "no challenge for this name")
+	}
+	if err != nil {
+		return "", fmt.Errorf("issuance: read tls-alpn-01 answer: %w", err)
+	}
+	return string(it.Value), nil
 }
 
 // KeyAuthorization returns the HTTP-01 key authorization of token, for

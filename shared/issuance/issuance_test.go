@@ -23,6 +23,7 @@ import (
 	"github.com/certfleet/certfleet/shared/acme"
 	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/apperr"
+	"github.com/certfleet/certfleet/shared/events"
 	"github.com/certfleet/certfleet/shared/httpapi"
 	"github.com/certfleet/certfleet/shared/internal/pebbletest"
 	"github.com/certfleet/certfleet/shared/internal/testenv"
@@ -158,6 +159,7 @@ func (f *fakeCerts) Spec(_ context.Context, _, certID int64) (issuance.CertSpec,
 	if !ok {
 		return s, apperr.New(apperr.NotFound, "certificate %d not found", certID)
 	}
+	s.IssueID = f.issued[certID].IssueID
 	return s, nil
 }
 
@@ -395,6 +397,23 @@ func TestIssue(t *testing.T) {
 	if hist, _, _ = r.svc.History(ctx, userID, 1, 0, ""); len(hist) != 2 || hist[0].ID != next.ID {
 		t.Errorf("History after a second issue: %d issues", len(hist))
 	}
+	if hist[0].Renews != 1 {
+		t.Errorf("the second issue renews %d, want issue 1", hist[0].Renews)
+	}
+
+	// One event per issued certificate, the second issue a renewal.
+	log, err := events.New(r.parts.Store).After(ctx, userID, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range log {
+		got = append(got, fmt.Sprintf("%s %d/%d", ev.Type, ev.CertID, ev.IssueID))
+	}
+	want := []string{events.Issued + " 1/1", events.Issued + " 2/2", fmt.Sprintf("%s 1/%d", events.Renewed, next.ID)}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("event log %q, want %q", got, want)
+	}
 }
 
 func TestInvalidChallenge(t *testing.T) {
@@ -451,8 +470,13 @@ func TestStartErrors(t *testing.T) {
 		t.Errorf("unknown certificate: %v", err)
 	}
 	r.certs.add(3, issuance.CertSpec{Names: []string{"dns.certfleet.test"}, AcctID: 1, ValidationMethod: "dns-01-provider"})
-	if _, err := r.svc.Start(ctx, userID, 3); apperr.CodeOf(err) != apperr.Invalid {
-		t.Errorf("dns-01: %v", err)
+	// A method this worker has no solver for fails the issue, saying so.
+	dns, err := r.svc.Start(ctx, userID, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.wait(t, 3, dns.ID); got.Status != issuance.StatusFailed || !strings.Contains(got.Error, "no dns-01-provider solver") {
+		t.Errorf("dns-01 without a solver: %s %q", got.Status, got.Error)
 	}
 	r.certs.add(4, issuance.CertSpec{Names: []string{"noacct.certfleet.test"}, AcctID: 42})
 	is, err := r.svc.Start(ctx, userID, 4)

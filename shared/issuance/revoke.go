@@ -8,6 +8,7 @@ import (
 
 	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/apperr"
+	"github.com/certfleet/certfleet/shared/events"
 	"github.com/certfleet/certfleet/shared/store"
 )
 
@@ -76,7 +77,12 @@ func (s *Service) Revoke(ctx context.Context, userID, certID int64, reason int) 
 	if err != nil {
 		return Issue{}, err
 	}
-	if _, err := s.st.Put(ctx, next, store.IfVersion(it.Version)); err != nil {
+	ev, err := events.Write(events.Event{Type: events.Revoked, UserID: userID, CertID: certID, IssueID: rec.ID,
+		At: rec.UpdatedAt, Detail: fmt.Sprintf("reason %d", reason)})
+	if err != nil {
+		return Issue{}, err
+	}
+	if err := s.st.Transact(ctx, []store.Write{store.PutWrite(next, store.IfVersion(it.Version)), ev}); err != nil {
 		return Issue{}, fmt.Errorf("issuance: record revocation: %w", err)
 	}
 	if err := s.certs.RecordRevoked(ctx, userID, certID); err != nil {

@@ -33,10 +33,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/apperr"
+	"github.com/certfleet/certfleet/shared/events"
 	"github.com/certfleet/certfleet/shared/queue"
 	"github.com/certfleet/certfleet/shared/store"
 )
@@ -139,6 +141,10 @@ func (s *Service) do(ctx context.Context, r *run) (string, time.Duration, error)
 		return s.order(ctx, r)
 	case StepAuthorize:
 		return s.authorize(ctx, r)
+	case StepCheck:
+		return s.check(ctx, r)
+	case StepAccept:
+		return s.accept(ctx, r)
 	case StepPoll:
 		return s.poll(ctx, r)
 	case StepFinalize:
@@ -146,7 +152,7 @@ func (s *Service) do(ctx context.Context, r *run) (string, time.Duration, error)
 	case StepDownload:
 		return s.download(ctx, r)
 	case StepCleanup:
-		s.deleteTokens(ctx, r.rec.Tokens)
+		s.cleanup(ctx, r.rec)
 		return StepDone, 0, nil
 	}
 	return "", 0, apperr.New(apperr.Invalid, "unknown step %q", r.rec.Step)
@@ -257,14 +263,18 @@ func authzProblem(a Authorization) *acmeacct.Problem {
 	return &acmeacct.Problem{Type: "about:blank", Detail: fmt.Sprintf("authorization for %s is %s", a.Identifier, a.Status)}
 }
 
-// authorize presents and accepts an http-01 challenge for every
-// authorization that is not valid yet.
+// authorize reads every authorization that is not valid yet and presents
+// an answer to its challenge of the issue's type.
 func (s *Service) authorize(ctx context.Context, r *run) (string, time.Duration, error) {
 	acct, err := s.account(ctx, r)
 	if err != nil {
 		return "", 0, err
 	}
-	expires := s.now().Add(s.cfg.ChallengeTTL)
+	sv, err := s.solver(r.rec.Method)
+	if err != nil {
+		return "", 0, err
+	}
+	typ := ChallengeType(r.rec.Method)
 	for _, az := range r.rec.Authorizations {
 		a, err := s.ca.GetAuthorization(ctx, acct, az)
 		if err != nil {
@@ -277,30 +287,103 @@ func (s *Service) authorize(ctx context.Context, r *run) (string, time.Duration,
 		default:
 			return "", 0, authzProblem(a)
 		}
-		i := slices.IndexFunc(a.Challenges, func(ch Challenge) bool { return ch.Type == MethodHTTP01 })
+		i := slices.IndexFunc(a.Challenges, func(ch Challenge) bool { return ch.Type == typ })
 		if i < 0 {
-			return "", 0, &acmeacct.Problem{Type: "about:blank", Detail: fmt.Sprintf("the CA offers no http-01 challenge for %s", a.Identifier)}
+			return "", 0, &acmeacct.Problem{Type: "about:blank", Detail: fmt.Sprintf("the CA offers no %s challenge for %s", typ, a.Identifier)}
 		}
 		ch := a.Challenges[i]
 		ka, err := s.ca.KeyAuthorization(acct, ch.Token)
 		if err != nil {
 			return "", 0, err
 		}
-		if _, err := s.st.Put(ctx, store.Item{Key: tokenKey(ch.Token), Value: []byte(ka), ExpiresAt: expires}, store.Always); err != nil {
-			return "", 0, fmt.Errorf("store http-01 token: %w", err)
+		ans := answer{Domain: a.Identifier, Wildcard: a.Wildcard, Token: ch.Token, KeyAuth: ka, ChallengeURL: ch.URL,
+			AuthzURL: az, Accepted: ch.Status != "pending"}
+		if err := sv.Present(ctx, s.presentation(r.rec, ans)); err != nil {
+			return "", 0, fmt.Errorf("present the %s answer for %s: %w", typ, a.Identifier, err)
 		}
-		if !slices.Contains(r.rec.Tokens, ch.Token) {
-			r.rec.Tokens = append(r.rec.Tokens, ch.Token)
+		if j := slices.IndexFunc(r.rec.Answers, func(x answer) bool { return x.Token == ans.Token }); j >= 0 {
+			r.rec.Answers[j] = ans
+		} else {
+			r.rec.Answers = append(r.rec.Answers, ans)
 		}
-		if ch.Status != "pending" {
-			continue // accepted by an earlier try
+	}
+	r.rec.Checks = 0
+	return StepCheck, 0, nil
+}
+
+// check looks whether every answer is visible yet, and waits with a
+// backoff while one is not.
+func (s *Service) check(ctx context.Context, r *run) (string, time.Duration, error) {
+	sv, err := s.solver(r.rec.Method)
+	if err != nil {
+		return "", 0, err
+	}
+	for _, a := range r.rec.Answers {
+		if a.Accepted {
+			continue
 		}
-		if _, err := s.ca.AcceptChallenge(ctx, acct, ch.URL); err != nil {
-			return "", 0, err
+		ok, err := sv.Ready(ctx, s.presentation(r.rec, a))
+		if err != nil {
+			return "", 0, fmt.Errorf("check the answer for %s: %w", a.Domain, err)
 		}
+		if !ok {
+			r.rec.Checks++
+			if r.rec.Checks > s.cfg.MaxChecks {
+				return "", 0, apperr.New(apperr.Conflict, "the %s answer for %s was still not visible after %d checks",
+					ChallengeType(r.rec.Method), a.Domain, s.cfg.MaxChecks)
+			}
+			return StepCheck, min(s.cfg.CheckMin<<min(r.rec.Checks-1, 20), s.cfg.CheckMax), nil
+		}
+	}
+	return StepAccept, 0, nil
+}
+
+// accept asks the CA to validate every answer not accepted yet, then
+// polls the order.
+func (s *Service) accept(ctx context.Context, r *run) (string, time.Duration, error) {
+	acct, err := s.account(ctx, r)
+	if err != nil {
+		return "", 0, err
+	}
+	for i, a := range r.rec.Answers {
+		if a.Accepted {
+			continue
+		}
+		if _, err := s.ca.AcceptChallenge(ctx, acct, a.ChallengeURL); err != nil {
+			var prob *acmeacct.Problem
+			if !errors.As(err, &prob) || !s.acceptedBefore(ctx, acct, a) {
+				return "", 0, err
+			}
+		}
+		r.rec.Answers[i].Accepted = true
 	}
 	r.rec.Polls = 0
 	return s.wait(r, 0)
+}
+
+// acceptedBefore reports whether the answer's challenge has left pending:
+// an earlier delivery accepted it, and the CA refuses a second time.
+func (s *Service) acceptedBefore(ctx context.Context, acct Account, a answer) bool {
+	az, err := s.ca.GetAuthorization(ctx, acct, a.AuthzURL)
+	if err != nil {
+		return false
+	}
+	i := slices.IndexFunc(az.Challenges, func(ch Challenge) bool { return ch.URL == a.ChallengeURL })
+	return i >= 0 && az.Challenges[i].Status != "pending"
+}
+
+// cleanup removes every presented answer; a failure is logged (HTTP-01
+// and TLS-ALPN-01 answers expire anyway).
+func (s *Service) cleanup(ctx context.Context, rec issueRecord) {
+	sv, err := s.solver(rec.Method)
+	if err != nil {
+		return
+	}
+	for _, a := range rec.Answers {
+		if err := sv.CleanUp(ctx, s.presentation(rec, a)); err != nil {
+			s.log.Warn("issuance: removing a challenge answer failed", "issue", rec.ID, "domain", a.Domain, "err", err)
+		}
+	}
 }
 
 // poll reads the order until it is ready (then finalize) or valid (then
@@ -475,20 +558,27 @@ func (s *Service) fail(ctx context.Context, r *run, reason string) error {
 	if err := s.persist(ctx, r); err != nil && !errors.Is(err, store.ErrConditionFailed) {
 		return err
 	}
-	s.deleteTokens(ctx, r.rec.Tokens)
+	s.cleanup(ctx, r.rec)
 	return nil
 }
 
-func (s *Service) deleteTokens(ctx context.Context, tokens []string) {
-	for _, t := range tokens {
-		if err := s.st.Delete(ctx, tokenKey(t), store.Always); err != nil {
-			s.log.Warn("issuance: delete http-01 token; it expires anyway", "err", err)
-		}
+// event is the event of an issue that just ended (issued or failed).
+func (s *Service) event(rec issueRecord) events.Event {
+	ev := events.Event{UserID: rec.UserID, CertID: rec.CertID, IssueID: rec.ID, At: rec.UpdatedAt}
+	switch {
+	case rec.Status == StatusFailed:
+		ev.Type, ev.Detail = events.Failed, rec.Error
+	case rec.Renews != 0:
+		ev.Type, ev.Detail = events.Renewed, strings.Join(rec.Names, ", ")
+	default:
+		ev.Type, ev.Detail = events.Issued, strings.Join(rec.Names, ", ")
 	}
+	return ev
 }
 
 // persist stores r.rec over the version read; the write that moves the
-// issue out of pending also deletes the certificate's active marker.
+// issue out of pending also deletes the certificate's active marker and
+// appends the issue's event.
 func (s *Service) persist(ctx context.Context, r *run) error {
 	it, err := store.JSONItem(r.it.Key, r.rec)
 	if err != nil {
@@ -497,9 +587,14 @@ func (s *Service) persist(ctx context.Context, r *run) error {
 	if r.rec.Status != StatusPending && r.it.Version > 0 {
 		var was issueRecord
 		if store.DecodeJSON(r.it, &was) == nil && was.Status == StatusPending {
-			err := s.st.Transact(ctx, []store.Write{
+			ev, err := events.Write(s.event(r.rec))
+			if err != nil {
+				return err
+			}
+			err = s.st.Transact(ctx, []store.Write{
 				store.PutWrite(it, store.IfVersion(r.it.Version)),
 				store.DeleteWrite(activeKey(r.rec.UserID, r.rec.CertID), store.Always),
+				ev,
 			})
 			if err != nil {
 				return fmt.Errorf("issuance: store issue %d: %w", r.rec.ID, err)
