@@ -52,7 +52,12 @@ func (a *App) wireIssuance() {
 	}
 }
 
-func (a *App) issuesGroup() httpapi.Group    { return certctrl.IssuesGroup(a.Issuance, a.Guard) }
+// issuesGroup is the issue routes with the worker's internal routes.
+func (a *App) issuesGroup() httpapi.Group {
+	g := certctrl.IssuesGroup(a.Issuance, a.Guard)
+	g.Routes = append(g.Routes, certctrl.WorkerRoutes(a.Issuance, a.Guard)...)
+	return g
+}
 func (a *App) challengeGroup() httpapi.Group { return httpapi.ChallengeGroup(a.Issuance) }
 
 // IssuesHandler serves the certificate issue routes (their Lambda).

@@ -17,6 +17,7 @@ import (
 type Authenticator interface {
 	SessionPrincipal(ctx context.Context, token string) (identity.Principal, error)
 	APIKeyPrincipal(ctx context.Context, token string) (identity.Principal, error)
+	WorkerPrincipal(ctx context.Context, token string) (identity.Principal, error)
 }
 
 // Guard authenticates, rate-limits and authorizes requests. Routes declare
@@ -115,6 +116,29 @@ func (g *Guard) Admin(h http.Handler) http.Handler {
 	})
 }
 
+// Worker guards an internal route of the issuance worker: only the worker
+// token (identity.Service.WorkerToken) passes. A {user_id} in the path
+// becomes the target user. Failures: 401, 400 for a malformed user id,
+// 403 for any other caller.
+func (g *Guard) Worker(h http.Handler) http.Handler {
+	return g.authenticated(func(w http.ResponseWriter, r *http.Request, p identity.Principal) {
+		if p.Kind != identity.KindWorker {
+			g.refuse(w, r, apperr.New(apperr.Forbidden, "this route is internal to the issuance worker"), nil)
+			return
+		}
+		ctx := r.Context()
+		if r.PathValue(UserPathParam) != "" {
+			id, err := PathID(r, UserPathParam)
+			if err != nil {
+				g.refuse(w, r, err, nil)
+				return
+			}
+			ctx = context.WithValue(ctx, targetUserKey{}, id)
+		}
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
 // Public rate-limits an anonymous route by client IP; a caller that does
 // present credentials is counted as itself.
 func (g *Guard) Public(h http.Handler) http.Handler {
@@ -153,10 +177,13 @@ var errNoCredentials = apperr.New(apperr.Unauthorized, "log in, or send Authoriz
 func (g *Guard) principal(r *http.Request) (identity.Principal, error) {
 	if auth := r.Header.Get("Authorization"); auth != "" {
 		token, ok := strings.CutPrefix(auth, "Bearer ")
-		if !ok || !identity.IsAPIKeyToken(token) {
-			return identity.Principal{}, apperr.New(apperr.Unauthorized, "Authorization must be Bearer ak_... (an API key)")
+		switch {
+		case ok && identity.IsAPIKeyToken(token):
+			return g.Auth.APIKeyPrincipal(r.Context(), token)
+		case ok && identity.IsWorkerToken(token):
+			return g.Auth.WorkerPrincipal(r.Context(), token)
 		}
-		return g.Auth.APIKeyPrincipal(r.Context(), token)
+		return identity.Principal{}, apperr.New(apperr.Unauthorized, "Authorization must be Bearer ak_... (an API key)")
 	}
 	c, err := r.Cookie(g.CookieName)
 	if err != nil || c.Value == "" {

@@ -55,6 +55,7 @@ type Service struct {
 	// dummyHash is verified against when an account does not exist, so a
 	// login takes as long whether or not the email is registered.
 	dummyHash string
+	worker    workerSecret
 }
 
 // New returns the service.

@@ -9,6 +9,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -48,6 +49,7 @@ type rig struct {
 	ca     *countingCA
 	sent   *recordingSender
 	certs  *fakeCerts
+	acct   issuance.Account
 	// wrongKA makes the challenge responder serve a wrong key
 	// authorization.
 	wrongKA atomic.Bool
@@ -99,6 +101,7 @@ func startRig(tb testing.TB) *rig {
 		tb.Fatal(err)
 	}
 	accounts := fakeAccounts{1: acct}
+	r.acct = acct
 
 	r.svc = issuance.New(r.parts.Store, r.parts.Sealer, r.sent, r.ca, accounts, r.certs,
 		issuance.Config{MaxAttempts: 5, Log: r.parts.Log})
@@ -181,6 +184,9 @@ func (f *fakeCerts) RecordIssued(_ context.Context, _, certID int64, is issuance
 type countingCA struct {
 	issuance.ACME
 	newOrders, getOrders, getAuthzs, accepts, finalizes, downloads atomic.Int32
+	// holdDownloads, while set, makes Download wait for the channel to
+	// close and then fail.
+	holdDownloads atomic.Pointer[chan struct{}]
 }
 
 func (c *countingCA) NewOrder(ctx context.Context, a issuance.Account, req issuance.OrderRequest) (issuance.Order, error) {
@@ -205,6 +211,13 @@ func (c *countingCA) Finalize(ctx context.Context, a issuance.Account, u string,
 }
 func (c *countingCA) Download(ctx context.Context, a issuance.Account, u, pref string) (issuance.Certificate, error) {
 	c.downloads.Add(1)
+	if hold := c.holdDownloads.Load(); hold != nil {
+		select { // an outage while the test needs the issue at download
+		case <-*hold:
+		case <-ctx.Done():
+		}
+		return issuance.Certificate{}, errors.New("the CA is unreachable")
+	}
 	return c.ACME.Download(ctx, a, u, pref)
 }
 

@@ -511,8 +511,7 @@ func (s *Service) openKey(ctx context.Context, rec issueRecord) (crypto.Signer, 
 	return signer, nil
 }
 
-// download fetches the chain, checks it against the key, and records the
-// issued certificate on its record.
+// download fetches the chain and completes the issue with it.
 func (s *Service) download(ctx context.Context, r *run) (string, time.Duration, error) {
 	acct, err := s.account(ctx, r)
 	if err != nil {
@@ -522,30 +521,45 @@ func (s *Service) download(ctx context.Context, r *run) (string, time.Duration, 
 	if err != nil {
 		return "", 0, err
 	}
-	block, _ := pem.Decode(c.ChainPEM)
+	if err := s.complete(ctx, r, c.ChainPEM); err != nil {
+		return "", 0, err
+	}
+	return StepCleanup, 0, nil
+}
+
+// complete checks a chain against the issue's key and names, records the
+// issued certificate on its record and marks the issue issued (unsaved).
+// A chain that does not fit is a *acmeacct.Problem.
+func (s *Service) complete(ctx context.Context, r *run, chainPEM []byte) error {
+	block, _ := pem.Decode(chainPEM)
 	if block == nil || block.Type != "CERTIFICATE" {
-		return "", 0, &acmeacct.Problem{Type: "about:blank", Detail: "the CA served no PEM certificate"}
+		return &acmeacct.Problem{Type: "about:blank", Detail: "the CA served no PEM certificate"}
 	}
 	leaf, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {
-		return "", 0, &acmeacct.Problem{Type: "about:blank", Detail: "the CA served an unparsable certificate: " + err.Error()}
+		return &acmeacct.Problem{Type: "about:blank", Detail: "the CA served an unparsable certificate: " + err.Error()}
 	}
 	key, err := s.openKey(ctx, r.rec)
 	if err != nil {
-		return "", 0, err
+		return err
 	}
 	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(leaf.PublicKey) {
-		return "", 0, &acmeacct.Problem{Type: "about:blank", Detail: "the certificate's key is not the key of the CSR"}
+		return &acmeacct.Problem{Type: "about:blank", Detail: "the certificate's key is not the key of the CSR"}
+	}
+	for _, n := range r.rec.Names {
+		if !slices.Contains(leaf.DNSNames, n) {
+			return &acmeacct.Problem{Type: "about:blank", Detail: fmt.Sprintf("the certificate does not name %s", n)}
+		}
 	}
 	nb, na := leaf.NotBefore.UTC(), leaf.NotAfter.UTC()
 	renew := nb.Add(na.Sub(nb) * 2 / 3).Truncate(time.Second)
 	if err := s.certs.RecordIssued(ctx, r.rec.UserID, r.rec.CertID, Issued{IssueID: r.rec.ID, NotBefore: nb, NotAfter: na, RenewAt: renew}); err != nil {
-		return "", 0, err
+		return err
 	}
-	r.rec.ChainPEM = string(c.ChainPEM)
+	r.rec.ChainPEM = string(chainPEM)
 	r.rec.NotBefore, r.rec.NotAfter, r.rec.RenewAt = nb, na, renew
 	r.rec.Status = StatusIssued
-	return StepCleanup, 0, nil
+	return nil
 }
 
 // fail ends the issue as failed with the reason and deletes its tokens.

@@ -161,7 +161,7 @@ type Client struct {
 }
 
 // Do sends a request; cred is a session cookie value, an "ak_..." API key
-// (sent as Bearer), or "". The body must be the envelope's JSON.
+// or "cfw_..." worker token (sent as Bearer), or "". The body must be the envelope's JSON.
 func (c Client) Do(method, path, body, cred string) Reply {
 	c.T.Helper()
 	var rd io.Reader
@@ -171,7 +171,7 @@ func (c Client) Do(method, path, body, cred string) Reply {
 	req := httptest.NewRequest(method, path, rd)
 	req.RemoteAddr = "198.51.100.7:5555"
 	switch {
-	case strings.HasPrefix(cred, "ak_"):
+	case strings.HasPrefix(cred, "ak_"), strings.HasPrefix(cred, "cfw_"):
 		req.Header.Set("Authorization", "Bearer "+cred)
 	case cred != "":
 		name := c.CookieName
