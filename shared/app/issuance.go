@@ -46,7 +46,7 @@ func (c issuanceCerts) RecordRevoked(ctx context.Context, userID, certID int64) 
 // wireIssuance builds the step machine and registers its steps.
 func (a *App) wireIssuance() {
 	a.Issuance = issuance.New(a.Store, a.Sealer, a.Queue, a.ca, issuanceAccounts{a.ACME}, issuanceCerts{a.Certs},
-		issuance.Config{MaxAttempts: a.Config.QueueMaxReceives, Log: a.Log})
+		issuance.Config{MaxAttempts: a.Config.QueueMaxReceives, MaxInFlightPerCA: a.Config.CAMaxInFlight, Log: a.Log})
 	for _, k := range issuance.Kinds {
 		a.Steps.Register(k, a.Issuance.Step)
 	}
