@@ -155,6 +155,9 @@ type Config struct {
 	// MaxChecks is how many looks an issue takes before it fails; 0
 	// means 40 (about 15 minutes with the default bounds).
 	MaxChecks int
+	// MaxInFlightPerCA bounds the requests this process sends to one CA
+	// at once; 0 means no bound.
+	MaxInFlightPerCA int
 	// PreferredChain is the top issuer CN of the chain to download, or "".
 	PreferredChain string
 	// Inline runs a step that needs no wait in the same delivery as the
@@ -208,6 +211,9 @@ func New(st store.Store, sealer keys.Sealer, q queue.Sender, ca ACME, accounts A
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.MaxInFlightPerCA > 0 {
+		ca = newBoundedCA(ca, cfg.MaxInFlightPerCA)
 	}
 	s := &Service{st: st, sealer: sealer, q: q, ca: ca, accounts: accounts, certs: certs, cfg: cfg, log: cfg.Log}
 	s.solvers = map[string]Solver{MethodHTTP01: httpSolver{s}, MethodTLSALPN01: tlsALPNSolver{s}}
