@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/certfleet/certfleet/shared/schedule"
+	"github.com/certfleet/certfleet/shared/tlsalpn"
 	"github.com/certfleet/certfleet/shared/worker"
 )
 
@@ -19,7 +21,24 @@ import (
 // to Config.ShutdownTimeout), and returns. A step still running at the
 // deadline is not acknowledged, so its message is redelivered after the
 // visibility timeout: nothing is lost.
+//
+// When Config.TLSALPNAddr is set, Serve also answers TLS-ALPN-01 challenges
+// there (from the issuance service's pending challenges), and stops that
+// listener with the HTTP server: no new connections once ctx ends, the
+// handshakes in flight finish (each is bounded by
+// tlsalpn.HandshakeTimeout) within the shutdown timeout. A listen failure
+// there is returned before anything starts; ln is closed in every case.
 func (a *App) Serve(ctx context.Context, ln net.Listener) error {
+	var alpnLn net.Listener
+	if addr := a.Config.TLSALPNAddr; addr != "" {
+		var lc net.ListenConfig
+		l, err := lc.Listen(ctx, "tcp", addr)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("tls-alpn-01 responder: listen on %s: %w (set CERTFLEET_TLSALPN_ADDR to another address, or empty to not answer TLS-ALPN-01)", addr, err)
+		}
+		alpnLn = l
+	}
 	srv := &http.Server{
 		Handler:           a.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -38,19 +57,43 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	})
 	loops.Go(func() { schedule.Loop(loopCtx, a.Jobs(), a.Log) })
 
+	// The responder stops accepting at shutdown, like the HTTP server; its
+	// handshakes in flight finish on their own deadline.
+	alpnCtx, stopALPN := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopALPN()
+	var alpnDone chan error // nil (never ready) without a responder
+	if alpnLn != nil {
+		alpnDone = make(chan error, 1)
+		responder := tlsalpn.New(a.tlsalpnSource(), a.Log)
+		a.Log.Info("answering TLS-ALPN-01 challenges", "addr", alpnLn.Addr().String())
+		go func() { alpnDone <- responder.Serve(alpnCtx, alpnLn) }()
+	}
+
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	var serveErr error
+	var serveErr, alpnErr error
+	alpnStopped := alpnDone == nil
 	select {
 	case <-ctx.Done():
 	case serveErr = <-served:
+	case alpnErr = <-alpnDone:
+		alpnStopped = true
+		a.Log.Error("tls-alpn-01 responder stopped", "err", alpnErr)
 	}
 
 	a.Log.Info("shutting down: finishing in-flight requests and steps", "timeout", a.Config.ShutdownTimeout)
 	deadline, cancel := context.WithTimeout(context.Background(), a.Config.ShutdownTimeout)
 	defer cancel()
+	stopALPN()
 	shutdownErr := srv.Shutdown(deadline)
 	stopLoops()
+	if !alpnStopped {
+		select {
+		case alpnErr = <-alpnDone:
+		case <-deadline.Done():
+			a.Log.Warn("shutdown timeout: TLS-ALPN-01 handshakes still in flight")
+		}
+	}
 	drained := make(chan struct{})
 	go func() { loops.Wait(); close(drained) }()
 	select {
@@ -61,5 +104,9 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	if errors.Is(serveErr, http.ErrServerClosed) {
 		serveErr = nil
 	}
-	return errors.Join(serveErr, shutdownErr)
+	return errors.Join(serveErr, shutdownErr, alpnErr)
 }
+
+// tlsalpnSource is where the TLS-ALPN-01 responder finds the key
+// authorizations of pending challenges.
+func (a *App) tlsalpnSource() tlsalpn.Source { return a.Issuance }
