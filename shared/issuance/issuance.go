@@ -272,6 +272,9 @@ type issueRecord struct {
 	// the certificate.
 	Finalized bool `json:"finalized,omitempty"`
 	Polls     int  `json:"polls,omitempty"`
+	// OrderClaimedAt is when a delivery claimed the order step (see
+	// claimOrder).
+	OrderClaimedAt time.Time `json:"order_claimed_at,omitzero"`
 	// SealedKey is the certificate's private key (PKCS #8), sealed; made
 	// once, before the CSR is sent.
 	SealedKey []byte `json:"sealed_key,omitempty"`

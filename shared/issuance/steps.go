@@ -87,6 +87,13 @@ func (s *Service) Step(ctx context.Context, d queue.Delivery) error {
 		return nil
 	}
 	r := &run{rec: rec, it: it}
+	if rec.Step == StepOrder {
+		// Creating an order is the one step a CA does not deduplicate:
+		// claim it first, so concurrent copies of the message make one.
+		if err := s.claimOrder(ctx, r); err != nil {
+			return err
+		}
+	}
 	for first := true; ; first = false {
 		next, delay, err := s.do(ctx, r)
 		if err != nil {
@@ -131,6 +138,32 @@ func (s *Service) Step(ctx context.Context, d queue.Delivery) error {
 		// (see above).
 		return s.send(ctx, r.rec, delay)
 	}
+}
+
+// orderClaimTTL is how long a claim on the order step keeps other
+// deliveries out; then the claimant is taken for dead.
+const orderClaimTTL = 2 * time.Minute
+
+// errOrderClaimed answers a delivery that finds another one creating the
+// issue's order: retried later, it finds the issue past the order step.
+var errOrderClaimed = errors.New("issuance: another delivery is creating this issue's order")
+
+// claimOrder records that this delivery creates the issue's order (a
+// conditional write: of concurrent deliveries one wins). A fresh claim by
+// another delivery, or a lost race, is errOrderClaimed.
+func (s *Service) claimOrder(ctx context.Context, r *run) error {
+	now := s.now()
+	if !r.rec.OrderClaimedAt.IsZero() && now.Sub(r.rec.OrderClaimedAt) < orderClaimTTL {
+		return errOrderClaimed
+	}
+	r.rec.OrderClaimedAt = now
+	if err := s.persist(ctx, r); err != nil {
+		if errors.Is(err, store.ErrConditionFailed) {
+			return errOrderClaimed
+		}
+		return err
+	}
+	return nil
 }
 
 // do runs the issue's current step on r.rec (unsaved) and says which step

@@ -1,0 +1,96 @@
+package issuance_test
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certfleet/certfleet/shared/issuance"
+	"github.com/certfleet/certfleet/shared/queue"
+)
+
+// captureSender keeps the messages sent instead of queueing them, so a
+// test delivers them itself.
+type captureSender struct {
+	mu   sync.Mutex
+	msgs []queue.Message
+}
+
+func (c *captureSender) Send(_ context.Context, m queue.Message, _ time.Duration) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m.ID = strconv.Itoa(len(c.msgs) + 1)
+	c.msgs = append(c.msgs, m)
+	return m.ID, nil
+}
+
+func (*captureSender) Ping(context.Context) error { return nil }
+
+func (c *captureSender) take() (queue.Message, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.msgs) == 0 {
+		return queue.Message{}, false
+	}
+	m := c.msgs[0]
+	c.msgs = c.msgs[1:]
+	return m, true
+}
+
+// TestFiveDeliveriesOneOrder: the first step's message delivered five
+// times at once (SQS delivers at least once) creates one ACME order, and
+// the copies that lost, redelivered later, change nothing.
+func TestFiveDeliveriesOneOrder(t *testing.T) {
+	t.Parallel()
+	r := startRig(t)
+	ctx := context.Background()
+	sent := &captureSender{}
+	svc := issuance.New(r.parts.Store, r.parts.Sealer, sent, r.ca, fakeAccounts{1: r.acct}, r.certs,
+		issuance.Config{MaxAttempts: 5, Log: r.parts.Log})
+	r.certs.add(9, issuance.CertSpec{Names: []string{"five.certfleet.test"}, AcctID: 1})
+	is, err := svc.Start(ctx, userID, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, ok := sent.take()
+	if !ok {
+		t.Fatal("Start queued nothing")
+	}
+	orders := r.ca.newOrders.Load()
+	var wg sync.WaitGroup
+	errs := make([]error, 5)
+	for i := range 5 {
+		wg.Go(func() { errs[i] = svc.Step(ctx, queue.Delivery{Message: first, Attempt: i + 1}) })
+	}
+	wg.Wait()
+	if n := r.ca.newOrders.Load() - orders; n != 1 {
+		t.Fatalf("five deliveries made %d orders", n)
+	}
+	// The losers are redelivered, as the queue would; then the machine
+	// runs to the end on the messages it queued.
+	for i, err := range errs {
+		if err != nil {
+			if err := svc.Step(ctx, queue.Delivery{Message: first, Attempt: i + 2}); err != nil {
+				t.Fatalf("redelivery: %v", err)
+			}
+		}
+	}
+	for range 2000 {
+		m, ok := sent.take()
+		if !ok {
+			break
+		}
+		if err := svc.Step(ctx, queue.Delivery{Message: m, Attempt: 1}); err != nil {
+			_, _ = sent.Send(ctx, m, 0) // retried
+		}
+	}
+	got, err := svc.Get(ctx, userID, 9, is.ID)
+	if err != nil || got.Status != issuance.StatusIssued {
+		t.Fatalf("issue = %s %q, %v", got.Status, got.Error, err)
+	}
+	if n := r.ca.newOrders.Load() - orders; n != 1 {
+		t.Errorf("%d orders for one issue", n)
+	}
+}
