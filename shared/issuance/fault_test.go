@@ -94,3 +94,46 @@ func TestFiveDeliveriesOneOrder(t *testing.T) {
 		t.Errorf("%d orders for one issue", n)
 	}
 }
+
+// TestLostMessageIsQueuedAgain: an issue whose step message was lost is
+// picked up again by the next Start once it is stale.
+func TestLostMessageIsQueuedAgain(t *testing.T) {
+	t.Parallel()
+	r := startRig(t)
+	ctx := context.Background()
+	sent := &captureSender{}
+	now := time.Now()
+	clock := func() time.Time { return now }
+	svc := issuance.New(r.parts.Store, r.parts.Sealer, sent, r.ca, fakeAccounts{1: r.acct}, r.certs,
+		issuance.Config{MaxAttempts: 5, Log: r.parts.Log, Now: clock})
+	r.certs.add(5, issuance.CertSpec{Names: []string{"lost.certfleet.test"}, AcctID: 1})
+	is, err := svc.Start(ctx, userID, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := sent.take(); !ok { // lost
+		t.Fatal("Start queued nothing")
+	}
+	if again, err := svc.Start(ctx, userID, 5); err != nil || again.ID != is.ID {
+		t.Fatalf("Start while active = %d, %v", again.ID, err)
+	}
+	if _, ok := sent.take(); ok {
+		t.Fatal("a fresh active issue was queued again")
+	}
+	now = now.Add(issuance.StaleAfter + time.Minute)
+	if again, err := svc.Start(ctx, userID, 5); err != nil || again.ID != is.ID {
+		t.Fatalf("Start when stale = %d, %v", again.ID, err)
+	}
+	for range 2000 {
+		m, ok := sent.take()
+		if !ok {
+			break
+		}
+		if err := svc.Step(ctx, queue.Delivery{Message: m, Attempt: 1}); err != nil {
+			_, _ = sent.Send(ctx, m, 0)
+		}
+	}
+	if got, err := svc.Get(ctx, userID, 5, is.ID); err != nil || got.Status != issuance.StatusIssued {
+		t.Fatalf("issue = %s %q, %v", got.Status, got.Error, err)
+	}
+}

@@ -310,7 +310,8 @@ type message struct {
 }
 
 // Start begins issuing the certificate (renewing it when it was issued
-// before), or returns its active issue. Errors: NotFound for an unknown
+// before), or returns its active issue (queueing its step again when it
+// is stale, see StaleAfter). Errors: NotFound for an unknown
 // certificate; Invalid for a certificate without names.
 func (s *Service) Start(ctx context.Context, userID, certID int64) (Issue, error) {
 	if is, ok, err := s.active(ctx, userID, certID); err != nil || ok {
@@ -379,8 +380,23 @@ func (s *Service) active(ctx context.Context, userID, certID int64) (Issue, bool
 	if err != nil {
 		return Issue{}, false, err
 	}
+	if rec.Status == StatusPending && s.now().Sub(rec.UpdatedAt) > StaleAfter {
+		// No step has moved it for longer than any wait the machine
+		// queues: its message was lost (a queue outage after Start, say).
+		// Queue its current step again; a copy that still exists finds
+		// the issue moved on and does nothing.
+		s.log.Warn("issuance: stale issue; its current step is queued again", "issue", rec.ID, "step", rec.Step, "updated", rec.UpdatedAt)
+		if err := s.send(ctx, rec, 0); err != nil {
+			return Issue{}, false, err
+		}
+	}
 	return rec.Issue, true, nil
 }
+
+// StaleAfter is how long a pending issue may go without a step before
+// asking for it again (Start, and so the renewal scan) queues its current
+// step anew: longer than any delay the machine queues with.
+const StaleAfter = 20 * time.Minute
 
 // Get returns one issue of the user's certificate. Errors: NotFound.
 func (s *Service) Get(ctx context.Context, userID, certID, issueID int64) (Issue, error) {
