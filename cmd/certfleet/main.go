@@ -38,6 +38,9 @@ const usage = `usage: certfleet [serve | dead-letters list|redrive | version]
                          from stdin; --aws writes to the cloud shape's
                          tables (AWS credentials and the function's
                          environment needed) instead of ./data
+  admin worker-token [--aws]
+                         print the worker token, the Bearer credential of
+                         the internal worker routes
   version                print the version`
 
 func main() {
@@ -123,10 +126,22 @@ func openLocal(ctx context.Context) (*app.App, error) {
 	return app.Local(ctx, cfg)
 }
 
+// openShape builds the cloud shape for --aws, else the local one.
+func openShape(ctx context.Context, useAWS bool) (*app.App, error) {
+	if useAWS {
+		return app.Lambda(ctx)
+	}
+	return openLocal(ctx)
+}
+
 // admin runs the administration subcommands.
 func admin(args []string, stdin io.Reader) error {
+	if len(args) > 0 && args[0] == "worker-token" {
+		return workerToken(args[1:])
+	}
 	if len(args) == 0 || args[0] != "create-user" {
-		return fmt.Errorf("usage: certfleet admin create-user --email E [--username U] [--name N] [--admin] [--aws]")
+		return fmt.Errorf("usage: certfleet admin create-user --email E [--username U] [--name N] [--admin] [--aws]\n" +
+			"       certfleet admin worker-token [--aws]")
 	}
 	fs := flag.NewFlagSet("admin create-user", flag.ContinueOnError)
 	email := fs.String("email", "", "the account's email address")
@@ -142,12 +157,7 @@ func admin(args []string, stdin io.Reader) error {
 		return fmt.Errorf("read the password from stdin: %w", err)
 	}
 	ctx := context.Background()
-	var a *app.App
-	if *useAWS {
-		a, err = app.Lambda(ctx)
-	} else {
-		a, err = openLocal(ctx)
-	}
+	a, err := openShape(ctx, *useAWS)
 	if err != nil {
 		return err
 	}
@@ -158,5 +168,27 @@ func admin(args []string, stdin io.Reader) error {
 		return err
 	}
 	fmt.Printf("created user %d <%s> roles=%v\n", u.ID, u.Email, u.Roles)
+	return nil
+}
+
+// workerToken prints the installation's worker token, the credential of
+// the internal worker routes (for a worker running outside certfleet).
+func workerToken(args []string) error {
+	fs := flag.NewFlagSet("admin worker-token", flag.ContinueOnError)
+	useAWS := fs.Bool("aws", false, "read it from the cloud shape's tables")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	a, err := openShape(ctx, *useAWS)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	token, err := a.Identity.WorkerToken(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Println(token)
 	return nil
 }

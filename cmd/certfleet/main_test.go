@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"io"
+	"os"
 	"strings"
 	"testing"
 
@@ -41,4 +43,45 @@ func TestAdminCreateUser(t *testing.T) {
 	if err != nil || !u.IsAdmin() || u.Status != "active" {
 		t.Fatalf("the created admin cannot log in: %+v %v", u, err)
 	}
+}
+
+func TestAdminWorkerToken(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("CERTFLEET_DATA", dir)
+	t.Setenv("CERTFLEET_LOG_LEVEL", "error")
+	// The token printed is the one the server accepts.
+	out := captureStdout(t, func() {
+		if err := admin([]string{"worker-token"}, strings.NewReader("")); err != nil {
+			t.Fatal(err)
+		}
+	})
+	token := strings.TrimSpace(out)
+	cfg, err := config.Load(config.Local, func(k string) string { return map[string]string{"CERTFLEET_DATA": dir}[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := app.Local(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if p, err := a.Identity.WorkerPrincipal(context.Background(), token); err != nil || p.Kind != "worker" {
+		t.Fatalf("printed token %q: %+v, %v", token, p, err)
+	}
+}
+
+// captureStdout returns what fn prints.
+func captureStdout(t *testing.T, fn func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stdout
+	os.Stdout = w
+	defer func() { os.Stdout = old }()
+	fn()
+	w.Close()
+	out, _ := io.ReadAll(r)
+	return string(out)
 }
