@@ -68,8 +68,11 @@ const (
 
 // NewOrder creates an order for req.Names (IP addresses become "ip"
 // identifiers) with req.Profile and req.Replaces. Through lego v4.35.2,
-// Replaces is sent only when the directory has renewalInfo, and an order
-// the CA refuses with alreadyReplaced is sent again at once without it.
+// Replaces is sent only when the directory has renewalInfo. An order the
+// CA refuses with alreadyReplaced is returned as that *acmeacct.Problem
+// (issuance.ProblemAlreadyReplaced, 409), as the port says: lego would
+// send it again at once without Replaces, and the call's transport keeps
+// that second request from leaving (see callTransport.stopReplaced).
 func (c *Client) NewOrder(ctx context.Context, acct issuance.Account, req issuance.OrderRequest) (issuance.Order, error) {
 	if len(req.Names) == 0 {
 		return issuance.Order{}, &acmeacct.Problem{Type: problemMalformed, Detail: "an order needs at least one name"}
@@ -84,6 +87,10 @@ func (c *Client) NewOrder(ctx context.Context, acct issuance.Account, req issuan
 		return issuance.Order{}, err
 	}
 	defer cl.end()
+	if req.Replaces != "" {
+		cl.tr.capture = true
+		cl.tr.stopReplaced = true
+	}
 	o, err := cl.core.Orders.NewWithOptions(req.Names, &api.OrderOptions{Profile: req.Profile, ReplacesCertID: req.Replaces})
 	if err != nil {
 		return issuance.Order{}, cl.fail(err)
@@ -516,7 +523,15 @@ type callTransport struct {
 	// capture keeps the body of each POST answer in body.
 	capture bool
 	body    bytes.Buffer
-	open    []io.Closer
+	// stopReplaced (with capture) answers a POST that follows an
+	// alreadyReplaced refusal of the same URL with that refusal again,
+	// without sending it: lego's OrderService.NewWithOptions retries such
+	// an order at once without "replaces", which the port leaves to the
+	// step machine. The replayed answer carries the refusal's
+	// Replay-Nonce, which lego had taken for the request that never left,
+	// so the nonce is not lost.
+	stopReplaced bool
+	open         []io.Closer
 }
 
 func (t *callTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -538,12 +553,21 @@ func (t *callTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		ctx = context.Background()
 	}
 	post := req.Method == http.MethodPost
+	var resp *http.Response
+	if post && t.stopReplaced {
+		if resp = t.replayAlreadyReplaced(req); resp != nil && req.Body != nil {
+			_ = req.Body.Close() // a RoundTripper closes the body it does not send
+		}
+	}
 	if post {
 		t.last = nil
 	}
-	resp, err := t.base.RoundTrip(req.WithContext(ctx))
-	if err != nil {
-		return nil, err
+	if resp == nil {
+		var err error
+		resp, err = t.base.RoundTrip(req.WithContext(ctx))
+		if err != nil {
+			return nil, err
+		}
 	}
 	if post {
 		t.last = resp
@@ -556,6 +580,33 @@ func (t *callTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// replayAlreadyReplaced returns a copy of the call's last answer when it
+// was a 409 alreadyReplaced problem to a POST of req's URL, else nil.
+func (t *callTransport) replayAlreadyReplaced(req *http.Request) *http.Response {
+	last := t.last
+	if last == nil || last.StatusCode != http.StatusConflict || last.Request == nil || last.Request.URL.String() != req.URL.String() {
+		return nil
+	}
+	var prob struct {
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(t.body.Bytes(), &prob) != nil || prob.Type != issuance.ProblemAlreadyReplaced {
+		return nil
+	}
+	body := bytes.Clone(t.body.Bytes())
+	return &http.Response{
+		Status:        last.Status,
+		StatusCode:    last.StatusCode,
+		Proto:         last.Proto,
+		ProtoMajor:    last.ProtoMajor,
+		ProtoMinor:    last.ProtoMinor,
+		Header:        last.Header.Clone(),
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       req,
+	}
+}
+
 // reset closes what lego left open and forgets the call.
 func (t *callTransport) reset() {
 	for _, b := range t.open {
@@ -566,6 +617,7 @@ func (t *callTransport) reset() {
 	t.ctx = nil
 	t.last = nil
 	t.capture = false
+	t.stopReplaced = false
 	t.body.Reset()
 }
 

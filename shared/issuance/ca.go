@@ -8,6 +8,7 @@ package issuance
 import (
 	"context"
 	"crypto"
+	"errors"
 	"time"
 
 	"github.com/certfleet/certfleet/shared/acmeacct"
@@ -27,8 +28,11 @@ type OrderRequest struct {
 	Names []string
 	// Profile names a profile of the CA's directory meta, or "".
 	Profile string
-	// Replaces is the ARI certificate id of the certificate this order
-	// renews, or "".
+	// Replaces is the ARI certificate id (ARICertID) of the certificate
+	// this order renews, or "". It is sent only to a CA whose directory
+	// has renewalInfo; others never see it. A CA that already has a
+	// replacement for that certificate refuses the order with a Problem
+	// of type ProblemAlreadyReplaced (see ACME.NewOrder).
 	Replaces string
 }
 
@@ -73,10 +77,41 @@ type Certificate struct {
 	Alternates []string
 }
 
+// ProblemAlreadyReplaced is the problem type (RFC 9773 §7.4) of a new
+// order whose Replaces names a certificate the CA has already seen
+// replaced by another order that was not invalid.
+const ProblemAlreadyReplaced = "urn:ietf:params:acme:error:alreadyReplaced"
+
+// ErrNoRenewalInfo is returned by ACME.RenewalInfo when the CA's
+// directory has no renewalInfo resource: the CA offers no ARI, and
+// renewal is planned without a window (2/3 of the lifetime). It is
+// neither a refusal nor worth a retry.
+var ErrNoRenewalInfo = errors.New("issuance: the CA offers no renewal information (no renewalInfo in its directory)")
+
+// RenewalInfo is a CA's renewal information for one certificate (ACME
+// Renewal Information, RFC 9773 §4.2).
+type RenewalInfo struct {
+	// Start and End bound the suggested renewal window; Start is before
+	// End. A window already past means "renew now" (for instance after a
+	// revocation was announced).
+	Start, End time.Time
+	// ExplanationURL is a page telling people why the window is what it
+	// is, or "". Show it to the certificate's owner when set.
+	ExplanationURL string
+	// RetryAfter is when to ask again, from the answer's Retry-After, or
+	// 0 when the CA sent none.
+	RetryAfter time.Duration
+}
+
 // ACME is the CA port of the step machine. Every method is one exchange
 // (plus a nonce when needed). A refusal by the CA is a *acmeacct.Problem;
 // other errors are transient and worth a retry.
 type ACME interface {
+	// NewOrder creates an order. An order whose req.Replaces names a
+	// certificate that already has a replacement is refused with a
+	// *acmeacct.Problem of Type ProblemAlreadyReplaced (HTTP 409); it is
+	// not sent again by the port: the step machine orders again without
+	// Replaces.
 	NewOrder(ctx context.Context, acct Account, req OrderRequest) (Order, error)
 	GetOrder(ctx context.Context, acct Account, orderURL string) (Order, error)
 	GetAuthorization(ctx context.Context, acct Account, authzURL string) (Authorization, error)
@@ -92,4 +127,16 @@ type ACME interface {
 	Download(ctx context.Context, acct Account, certURL, preferredChain string) (Certificate, error)
 	// Revoke revokes a certificate (DER) with an RFC 5280 reason code.
 	Revoke(ctx context.Context, acct Account, cert []byte, reason int) error
+	// RenewalInfo fetches the CA's renewal information (RFC 9773) for the
+	// certificate leaf (DER), identified to the CA by ARICertID (leaf's
+	// Authority Key Identifier and serial; no issuer is needed). It is an
+	// unauthenticated GET, but acct names the CA (its DirectoryURL) and
+	// lends the call a connection like every other method. Errors:
+	// ErrNoRenewalInfo when the directory has no renewalInfo; a
+	// *acmeacct.Problem for a leaf without an Authority Key Identifier
+	// or that cannot be parsed (Status 0) and for a refusal by the CA
+	// (e.g. 404 for a certificate it does not know); a plain error,
+	// worth a retry, for anything else, including an answer that is no
+	// valid RenewalInfo (RFC 9773 §4.2: treat it as no answer).
+	RenewalInfo(ctx context.Context, acct Account, leafDER []byte) (RenewalInfo, error)
 }
