@@ -35,6 +35,10 @@ type Error struct {
 	Message string
 	// Field names the offending input, when there is one.
 	Field string
+	// Key is an optional stable machine-readable reason for a client
+	// that branches on more than the code (e.g. "EXPORT_FORBIDDEN",
+	// "NOT_ISSUED"); the cert-ctrl envelope sends it as error.key.
+	Key string
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
@@ -42,6 +46,21 @@ func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
 // New returns an error with a formatted message.
 func New(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// WithKey sets the error's Key and returns the error.
+func (e *Error) WithKey(key string) *Error {
+	e.Key = key
+	return e
+}
+
+// KeyOf returns the Key of the first *Error in err's chain, or "".
+func KeyOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Key
+	}
+	return ""
 }
 
 // InvalidField reports bad input in one named field.

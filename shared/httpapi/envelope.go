@@ -74,7 +74,7 @@ func WriteErrorBody(w http.ResponseWriter, r *http.Request, err error, params ma
 	if apperr.CodeOf(err) == apperr.Internal {
 		LoggerFrom(r.Context()).Error("request failed", "err", err)
 	}
-	body := ErrorBody{Code: code, What: apperr.MessageOf(err), Params: params}
+	body := ErrorBody{Code: code, What: apperr.MessageOf(err), Key: apperr.KeyOf(err), Params: params}
 	var ae *apperr.Error
 	if errors.As(err, &ae) && ae.Field != "" {
 		if body.Params == nil {

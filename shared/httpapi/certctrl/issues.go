@@ -3,6 +3,7 @@ package certctrl
 import (
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/certfleet/certfleet/shared/apperr"
@@ -51,18 +52,79 @@ type issueRoutes struct {
 // IssuesGroup is the issuance route group (its own Lambda function):
 // POST .../certificates/{certificate_id}/issues starts issuing (202, the
 // issue; the active one when an issue is under way) and GET lists the
-// certificate's issues, newest first (scope certificates:issue / read).
+// certificate's issues, newest first, also as GET .../issues/history
+// (scope certificates:issue / read); POST .../revoke revokes (issue); GET
+// .../export downloads the current certificate (export; see export).
 func IssuesGroup(svc *issuance.Service, g *httpapi.Guard) httpapi.Group {
 	c := issueRoutes{svc: svc}
 	scope := func(action string) httpapi.Scope {
 		return httpapi.Scope{ObType: "certificates", Action: action, ObIDParam: certificateParam}
 	}
-	suffix := "certificates/{" + certificateParam + "}/issues"
+	cert := "certificates/{" + certificateParam + "}"
 	var rs []httpapi.Route
-	rs = append(rs, userRoutes(g, "POST", suffix, scope("issue"), httpapi.Endpoint(c.start))...)
-	rs = append(rs, userRoutes(g, "GET", suffix, scope("read"), httpapi.Endpoint(c.history))...)
-	rs = append(rs, userRoutes(g, "POST", "certificates/{"+certificateParam+"}/revoke", scope("issue"), httpapi.Endpoint(c.revoke))...)
+	rs = append(rs, userRoutes(g, "POST", cert+"/issues", scope("issue"), httpapi.Endpoint(c.start))...)
+	rs = append(rs, userRoutes(g, "GET", cert+"/issues", scope("read"), httpapi.Endpoint(c.history))...)
+	rs = append(rs, userRoutes(g, "GET", cert+"/issues/history", scope("read"), httpapi.Endpoint(c.history))...)
+	rs = append(rs, userRoutes(g, "POST", cert+"/revoke", scope("issue"), httpapi.Endpoint(c.revoke))...)
+	rs = append(rs, userRoutes(g, "GET", cert+"/export", scope("export"), http.HandlerFunc(c.export))...)
 	return httpapi.Group{Name: "issues", Routes: rs}
+}
+
+// ExportPasswordHeader carries the password of a pfx export (a header,
+// not the query string, which ends up in access logs).
+const ExportPasswordHeader = "X-Export-Password"
+
+// export downloads the certificate's current certificate:
+// ?format=zip (default; certbot's <name>/cert.pem, chain.pem,
+// fullchain.pem, privkey.pem), pem (full chain then key) or pfx (PKCS #12
+// under the X-Export-Password header, which must be non-empty; pfx needs
+// the key); ?include_key=true (default) or false. The key is decrypted by
+// the server only when the certificate's server_decrypt_export is on
+// (else 403 with error.key EXPORT_FORBIDDEN); before the first issue is
+// issued it is 409 NOT_ISSUED; a revoked certificate is still exported.
+// Success is the file itself (not the envelope) with Content-Disposition
+// attachment and Cache-Control no-store; failures are in the envelope.
+func (c issueRoutes) export(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	f, err := c.exportFile(r)
+	if err != nil {
+		httpapi.WriteError(w, r, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", f.ContentType)
+	h.Set("Content-Disposition", `attachment; filename="`+f.Filename+`"`) // FileBase is [A-Za-z0-9._-]
+	h.Set("Content-Length", strconv.Itoa(len(f.Body)))
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(f.Body)
+	}
+}
+
+func (c issueRoutes) exportFile(r *http.Request) (issuance.ExportFile, error) {
+	id, err := certificateID(r)
+	if err != nil {
+		return issuance.ExportFile{}, err
+	}
+	q := r.URL.Query()
+	withKey := true
+	if raw := q.Get("include_key"); raw != "" {
+		if withKey, err = strconv.ParseBool(raw); err != nil {
+			return issuance.ExportFile{}, apperr.InvalidField("include_key", "must be true or false, not %q", raw)
+		}
+	}
+	password := r.Header.Get(ExportPasswordHeader)
+	// Refuse a bad request before the key is opened.
+	format, err := issuance.CheckExportRequest(q.Get("format"), withKey, password)
+	if err != nil {
+		return issuance.ExportFile{}, err
+	}
+	ex, err := c.svc.Export(r.Context(), httpapi.TargetUser(r.Context()), id, withKey)
+	if err != nil {
+		return issuance.ExportFile{}, err
+	}
+	return ex.Encode(format, password)
 }
 
 // revoke revokes the newest issued certificate: {"reason": <RFC 5280 code>}
