@@ -238,6 +238,9 @@ type Issue struct {
 	// Renews is the issue of the certificate this one replaces, 0 for a
 	// first issue.
 	Renews int64 `json:"renews,omitempty"`
+	// Replaces is the ARI certificate id (RFC 9773) of that certificate,
+	// sent as the order's "replaces" when the CA offers ARI.
+	Replaces string `json:"replaces,omitempty"`
 	// Step is the step the issue is at (Step* constants).
 	Step     string `json:"step"`
 	OrderURL string `json:"order_url,omitempty"`

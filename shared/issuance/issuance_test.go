@@ -353,11 +353,15 @@ func TestIssue(t *testing.T) {
 		if !pub.(interface{ Equal(crypto.PublicKey) bool }).Equal(leaf.PublicKey) || !c.check(pub) {
 			t.Errorf("stored key %T does not match the leaf or the spec", pub)
 		}
+		// The renewal is planned inside the CA's ARI window.
 		rec := r.certs.get(c.certID)
-		life := leaf.NotAfter.Sub(leaf.NotBefore)
+		ri, err := r.ca.ACME.RenewalInfo(ctx, r.acct, leaf.Raw)
+		if err != nil {
+			t.Fatalf("RenewalInfo: %v", err)
+		}
 		if !rec.NotAfter.Equal(leaf.NotAfter) || rec.IssueID != is.ID ||
-			rec.RenewAt.Sub(leaf.NotBefore.Add(life*2/3)).Abs() > time.Second {
-			t.Errorf("recorded %+v; leaf %s..%s", rec, leaf.NotBefore, leaf.NotAfter)
+			rec.RenewAt.Before(ri.Start.Truncate(time.Second)) || !rec.RenewAt.Before(ri.End) {
+			t.Errorf("recorded %+v; leaf %s..%s, ARI window %s..%s", rec, leaf.NotBefore, leaf.NotAfter, ri.Start, ri.End)
 		}
 		if !got.RenewAt.Equal(rec.RenewAt) || !got.NotAfter.Equal(leaf.NotAfter) {
 			t.Errorf("issue times %s / %s", got.RenewAt, got.NotAfter)
@@ -412,6 +416,9 @@ func TestIssue(t *testing.T) {
 	}
 	if hist[0].Renews != 1 {
 		t.Errorf("the second issue renews %d, want issue 1", hist[0].Renews)
+	}
+	if want, _ := issuance.ARICertID(parseChain(t, hist[1].ChainPEM)[0]); hist[0].Replaces != want || want == "" {
+		t.Errorf("the renewal's order replaces %q, want %q", hist[0].Replaces, want)
 	}
 
 	// One event per issued certificate, the second issue a renewal.

@@ -61,7 +61,7 @@ func (s *Service) RecordResult(ctx context.Context, userID, certID, issueID int6
 	if rec.SealedKey == nil {
 		return Issue{}, apperr.New(apperr.Conflict, "issue %d has no key yet: its CSR was never sent", issueID)
 	}
-	if err := s.complete(ctx, r, []byte(res.ChainPEM)); err != nil {
+	if err := s.complete(ctx, r, []byte(res.ChainPEM), nil); err != nil {
 		if msg, ok := problemDetail(err); ok {
 			return Issue{}, apperr.InvalidField("certificate_pem", "%s", strings.Replace(msg, "the CA served", "the result holds", 1))
 		}

@@ -40,10 +40,14 @@ import (
 	"github.com/certfleet/certfleet/shared/apperr"
 	"github.com/certfleet/certfleet/shared/events"
 	"github.com/certfleet/certfleet/shared/queue"
+	"github.com/certfleet/certfleet/shared/renewal"
 	"github.com/certfleet/certfleet/shared/store"
 )
 
-const problemOrderNotReady = "urn:ietf:params:acme:error:orderNotReady"
+const (
+	problemOrderNotReady = "urn:ietf:params:acme:error:orderNotReady"
+	problemRateLimited   = "urn:ietf:params:acme:error:rateLimited"
+)
 
 // run is one delivery's view of an issue.
 type run struct {
@@ -208,12 +212,55 @@ func (s *Service) order(ctx context.Context, r *run) (string, time.Duration, err
 	if err != nil {
 		return "", 0, err
 	}
-	o, err := s.ca.NewOrder(ctx, acct, OrderRequest{Names: r.rec.Names})
+	req := OrderRequest{Names: r.rec.Names}
+	if r.rec.Renews != 0 && r.rec.Replaces == "" {
+		r.rec.Replaces = s.replaces(ctx, r.rec)
+	}
+	req.Replaces = r.rec.Replaces
+	o, err := s.ca.NewOrder(ctx, acct, req)
+	var prob *acmeacct.Problem
+	if req.Replaces != "" && errors.As(err, &prob) && prob.Type != problemRateLimited {
+		// ARI is advisory: a CA that refuses "replaces" (alreadyReplaced:
+		// an earlier issue or another client renewed that certificate;
+		// or a CA that fails on it) gets a plain order.
+		s.log.Info("issuance: the CA refused replaces; ordering without it", "issue", r.rec.ID, "problem", prob.Type)
+		r.rec.Replaces, req.Replaces = "", ""
+		o, err = s.ca.NewOrder(ctx, acct, req)
+	}
 	if err != nil {
 		return "", 0, err
 	}
 	r.rec.OrderURL, r.rec.FinalizeURL, r.rec.Authorizations = o.URL, o.FinalizeURL, o.Authorizations
 	return s.afterOrder(ctx, r, o)
+}
+
+// replaces is the ARI certificate id of the certificate the issue renews
+// (the issue rec.Renews), or "" when it cannot be read: the renewal is
+// then ordered as a new certificate.
+func (s *Service) replaces(ctx context.Context, rec issueRecord) string {
+	prev, _, err := s.load(ctx, rec.UserID, rec.CertID, rec.Renews)
+	if err != nil {
+		s.log.Warn("issuance: the renewed issue is unreadable; ordering without replaces", "issue", rec.ID, "err", err)
+		return ""
+	}
+	leaf, err := leafOf(prev.ChainPEM)
+	if err != nil {
+		return ""
+	}
+	id, err := ARICertID(leaf)
+	if err != nil {
+		return ""
+	}
+	return id
+}
+
+// leafOf parses the first certificate of a PEM chain.
+func leafOf(chainPEM string) (*x509.Certificate, error) {
+	block, _ := pem.Decode([]byte(chainPEM))
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, errors.New("no PEM certificate")
+	}
+	return x509.ParseCertificate(block.Bytes)
 }
 
 // afterOrder picks the step an order's status leads to.
@@ -554,16 +601,35 @@ func (s *Service) download(ctx context.Context, r *run) (string, time.Duration, 
 	if err != nil {
 		return "", 0, err
 	}
-	if err := s.complete(ctx, r, c.ChainPEM); err != nil {
+	if err := s.complete(ctx, r, c.ChainPEM, s.window(ctx, acct, c.ChainPEM)); err != nil {
 		return "", 0, err
 	}
 	return StepCleanup, 0, nil
 }
 
+// window is the CA's suggested renewal window for the leaf of chainPEM,
+// or nil when the CA offers none or cannot be asked now (the renewal is
+// then planned at 2/3 of the lifetime, and the renewal check asks again).
+func (s *Service) window(ctx context.Context, acct Account, chainPEM []byte) *renewal.Window {
+	block, _ := pem.Decode(chainPEM)
+	if block == nil {
+		return nil
+	}
+	ri, err := s.ca.RenewalInfo(ctx, acct, block.Bytes)
+	if err != nil {
+		if !errors.Is(err, ErrNoRenewalInfo) {
+			s.log.Info("issuance: no renewal information from the CA; planning at 2/3 of the lifetime", "err", err)
+		}
+		return nil
+	}
+	return &renewal.Window{Start: ri.Start, End: ri.End}
+}
+
 // complete checks a chain against the issue's key and names, records the
-// issued certificate on its record and marks the issue issued (unsaved).
-// A chain that does not fit is a *acmeacct.Problem.
-func (s *Service) complete(ctx context.Context, r *run, chainPEM []byte) error {
+// issued certificate on its record with its renewal planned in window
+// (renewal.Plan; nil: at 2/3 of the lifetime) and marks the issue issued
+// (unsaved). A chain that does not fit is a *acmeacct.Problem.
+func (s *Service) complete(ctx context.Context, r *run, chainPEM []byte, window *renewal.Window) error {
 	block, _ := pem.Decode(chainPEM)
 	if block == nil || block.Type != "CERTIFICATE" {
 		return &acmeacct.Problem{Type: "about:blank", Detail: "the CA served no PEM certificate"}
@@ -585,7 +651,7 @@ func (s *Service) complete(ctx context.Context, r *run, chainPEM []byte) error {
 		}
 	}
 	nb, na := leaf.NotBefore.UTC(), leaf.NotAfter.UTC()
-	renew := nb.Add(na.Sub(nb) * 2 / 3).Truncate(time.Second)
+	renew := renewal.Plan(nb, na, window, s.now(), nil).Truncate(time.Second)
 	if err := s.certs.RecordIssued(ctx, r.rec.UserID, r.rec.CertID, Issued{IssueID: r.rec.ID, NotBefore: nb, NotAfter: na, RenewAt: renew}); err != nil {
 		return err
 	}
