@@ -39,6 +39,24 @@ func (c *captureSender) take() (queue.Message, bool) {
 	return m, true
 }
 
+// runAll delivers the queued messages to svc, each failed one again
+// later, until none is left (a worker without delays).
+func (c *captureSender) runAll(ctx context.Context, svc *issuance.Service) {
+	for range 2000 {
+		m, ok := c.take()
+		if !ok {
+			return
+		}
+		handle := svc.Step
+		if m.Kind == issuance.KindRenewalCheck {
+			handle = svc.RenewalCheck
+		}
+		if err := handle(ctx, queue.Delivery{Message: m, Attempt: 1}); err != nil {
+			_, _ = c.Send(ctx, m, 0)
+		}
+	}
+}
+
 // TestFiveDeliveriesOneOrder: the first step's message delivered five
 // times at once (SQS delivers at least once) creates one ACME order, and
 // the copies that lost, redelivered later, change nothing.
@@ -77,15 +95,7 @@ func TestFiveDeliveriesOneOrder(t *testing.T) {
 			}
 		}
 	}
-	for range 2000 {
-		m, ok := sent.take()
-		if !ok {
-			break
-		}
-		if err := svc.Step(ctx, queue.Delivery{Message: m, Attempt: 1}); err != nil {
-			_, _ = sent.Send(ctx, m, 0) // retried
-		}
-	}
+	sent.runAll(ctx, svc)
 	got, err := svc.Get(ctx, userID, 9, is.ID)
 	if err != nil || got.Status != issuance.StatusIssued {
 		t.Fatalf("issue = %s %q, %v", got.Status, got.Error, err)
@@ -124,15 +134,7 @@ func TestLostMessageIsQueuedAgain(t *testing.T) {
 	if again, err := svc.Start(ctx, userID, 5); err != nil || again.ID != is.ID {
 		t.Fatalf("Start when stale = %d, %v", again.ID, err)
 	}
-	for range 2000 {
-		m, ok := sent.take()
-		if !ok {
-			break
-		}
-		if err := svc.Step(ctx, queue.Delivery{Message: m, Attempt: 1}); err != nil {
-			_, _ = sent.Send(ctx, m, 0)
-		}
-	}
+	sent.runAll(ctx, svc)
 	if got, err := svc.Get(ctx, userID, 5, is.ID); err != nil || got.Status != issuance.StatusIssued {
 		t.Fatalf("issue = %s %q, %v", got.Status, got.Error, err)
 	}

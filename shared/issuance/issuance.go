@@ -26,6 +26,7 @@ import (
 	"github.com/certfleet/certfleet/shared/apperr"
 	"github.com/certfleet/certfleet/shared/keys"
 	"github.com/certfleet/certfleet/shared/queue"
+	"github.com/certfleet/certfleet/shared/renewal"
 	"github.com/certfleet/certfleet/shared/store"
 )
 
@@ -106,6 +107,11 @@ type CertSpec struct {
 	ServerDecryptExport bool
 	// IssueID is the issue of the current certificate, 0 before the first.
 	IssueID int64
+	// Revoked says the current certificate was revoked: it is not renewed.
+	Revoked bool
+	// Provider is the ACME account's CA provider ("letsencrypt", ...):
+	// Config.Budgets may bound what it is asked for.
+	Provider string
 }
 
 // Issued is what an issue tells its certificate record once issued.
@@ -113,8 +119,12 @@ type Issued struct {
 	IssueID   int64
 	NotBefore time.Time
 	NotAfter  time.Time
-	// RenewAt is NotBefore + 2/3 of the lifetime.
+	// RenewAt is the planned renewal (renewal.Plan: in the CA's ARI
+	// window, else at 2/3 of the lifetime).
 	RenewAt time.Time
+	// CheckAt is when the renewal scan should look at it next: RenewAt,
+	// or earlier to ask the CA's ARI window again (ARICheckEvery).
+	CheckAt time.Time
 }
 
 // CertSource reads certificate records and records issues on them
@@ -126,6 +136,9 @@ type CertSource interface {
 	RecordIssued(ctx context.Context, userID, certID int64, is Issued) error
 	// RecordRevoked marks the certificate revoked: it stops renewing.
 	RecordRevoked(ctx context.Context, userID, certID int64) error
+	// PlanRenewal records when the certificate is planned to renew and
+	// when the renewal scan should next look at it (at or before then).
+	PlanRenewal(ctx context.Context, userID, certID int64, renewAt, checkAt time.Time) error
 }
 
 // Config tunes the service.
@@ -158,6 +171,10 @@ type Config struct {
 	// MaxInFlightPerCA bounds the requests this process sends to one CA
 	// at once; 0 means no bound.
 	MaxInFlightPerCA int
+	// Budgets bound how many certificates each CA provider (by name) is
+	// asked for per week (Let's Encrypt's limits for "letsencrypt"); a
+	// Start over budget is an apperr RateLimit saying when it frees up.
+	Budgets map[string]*renewal.Budget
 	// PreferredChain is the top issuer CN of the chain to download, or "".
 	PreferredChain string
 	// Inline runs a step that needs no wait in the same delivery as the
@@ -271,6 +288,11 @@ type issueRecord struct {
 	Checks int `json:"checks,omitempty"`
 	// DNSProviderID is the certificate's DNS provider (dns-01-provider).
 	DNSProviderID int64 `json:"dns_provider_id,omitempty"`
+	// Reservation is what the issue counts against its CA's budget,
+	// given back if it fails.
+	Reservation renewal.Reservation `json:"reservation,omitzero"`
+	// Provider is the CA provider whose budget holds the reservation.
+	Provider string `json:"provider,omitempty"`
 	// Finalized is set once the CSR was accepted: polls then wait for
 	// the certificate.
 	Finalized bool `json:"finalized,omitempty"`
@@ -331,6 +353,22 @@ func (s *Service) Start(ctx context.Context, userID, certID int64) (Issue, error
 	if len(spec.Names) == 0 {
 		return Issue{}, apperr.InvalidField("sans", "the certificate has no names")
 	}
+	var res renewal.Reservation
+	if b := s.cfg.Budgets[spec.Provider]; b != nil {
+		if res, err = b.Reserve(ctx, spec.Names); err != nil {
+			return Issue{}, err
+		}
+	}
+	rec, err := s.create(ctx, userID, certID, spec, method, res)
+	if err != nil {
+		s.release(context.WithoutCancel(ctx), spec.Provider, res)
+	}
+	return rec, err
+}
+
+// create stores a new issue with the active marker and queues its first
+// step.
+func (s *Service) create(ctx context.Context, userID, certID int64, spec CertSpec, method string, res renewal.Reservation) (Issue, error) {
 	id, err := s.st.Increment(ctx, store.Key{Table: CounterTable, PK: "counter", SK: "issues"}, 1, time.Time{})
 	if err != nil {
 		return Issue{}, fmt.Errorf("issuance: next issue id: %w", err)
@@ -339,7 +377,7 @@ func (s *Service) Start(ctx context.Context, userID, certID int64) (Issue, error
 	rec := issueRecord{Issue: Issue{ID: id, UserID: userID, CertID: certID, AcctID: spec.AcctID, Names: spec.Names,
 		KeyAlgorithm: spec.KeyAlgorithm, KeySize: spec.KeySize, Method: method, Renews: spec.IssueID,
 		Status: StatusPending, Step: StepOrder, CreatedAt: now, UpdatedAt: now},
-		Seq: 1, DNSProviderID: spec.DNSProviderID}
+		Seq: 1, DNSProviderID: spec.DNSProviderID, Reservation: res, Provider: spec.Provider}
 	it, err := store.JSONItem(issueKey(userID, certID, id), rec)
 	if err != nil {
 		return Issue{}, err

@@ -173,6 +173,15 @@ func (f *fakeCerts) RecordRevoked(_ context.Context, _, certID int64) error {
 	return nil
 }
 
+func (f *fakeCerts) PlanRenewal(_ context.Context, _, certID int64, renewAt, checkAt time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	is := f.issued[certID]
+	is.RenewAt, is.CheckAt = renewAt, checkAt
+	f.issued[certID] = is
+	return nil
+}
+
 func (f *fakeCerts) RecordIssued(_ context.Context, _, certID int64, is issuance.Issued) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

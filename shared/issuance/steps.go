@@ -652,7 +652,12 @@ func (s *Service) complete(ctx context.Context, r *run, chainPEM []byte, window 
 	}
 	nb, na := leaf.NotBefore.UTC(), leaf.NotAfter.UTC()
 	renew := renewal.Plan(nb, na, window, s.now(), nil).Truncate(time.Second)
-	if err := s.certs.RecordIssued(ctx, r.rec.UserID, r.rec.CertID, Issued{IssueID: r.rec.ID, NotBefore: nb, NotAfter: na, RenewAt: renew}); err != nil {
+	check := earliest(renew, s.now().Add(ARICheckEvery))
+	if window == nil {
+		check = renew // no ARI: nothing to ask again
+	}
+	if err := s.certs.RecordIssued(ctx, r.rec.UserID, r.rec.CertID, Issued{IssueID: r.rec.ID, NotBefore: nb, NotAfter: na,
+		RenewAt: renew, CheckAt: check}); err != nil {
 		return err
 	}
 	r.rec.ChainPEM = string(chainPEM)
@@ -672,7 +677,20 @@ func (s *Service) fail(ctx context.Context, r *run, reason string) error {
 		return err
 	}
 	s.cleanup(ctx, r.rec)
+	s.release(ctx, r.rec.Provider, r.rec.Reservation)
 	return nil
+}
+
+// release gives a failed issue's budget reservation back; a failure only
+// leaves the week's count high, so it is logged.
+func (s *Service) release(ctx context.Context, provider string, res renewal.Reservation) {
+	b := s.cfg.Budgets[provider]
+	if res.ID == "" || b == nil {
+		return
+	}
+	if err := b.Release(ctx, res); err != nil {
+		s.log.Warn("issuance: giving back a budget reservation failed; the week's count stays high", "err", err)
+	}
 }
 
 // event is the event of an issue that just ended (issued or failed).
