@@ -23,6 +23,7 @@ import (
 
 	"github.com/certfleet/certfleet/shared/app"
 	"github.com/certfleet/certfleet/shared/config"
+	"github.com/certfleet/certfleet/shared/dns01"
 	"github.com/certfleet/certfleet/shared/identity"
 )
 
@@ -123,7 +124,7 @@ func openLocal(ctx context.Context) (*app.App, error) {
 	if err != nil {
 		return nil, err
 	}
-	return app.Local(ctx, cfg)
+	return app.Local(ctx, cfg, app.WithDNS01(dns01.Solvers))
 }
 
 // openShape builds the cloud shape for --aws, else the local one.

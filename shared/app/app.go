@@ -16,6 +16,7 @@ import (
 	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/certs"
 	"github.com/certfleet/certfleet/shared/config"
+	"github.com/certfleet/certfleet/shared/dnsprov"
 	"github.com/certfleet/certfleet/shared/httpapi"
 	"github.com/certfleet/certfleet/shared/identity"
 	"github.com/certfleet/certfleet/shared/identity/devicetoken"
@@ -58,6 +59,9 @@ type App struct {
 	// Certs is certificate records; Issuance issues them (the step machine).
 	Certs    *certs.Service
 	Issuance *issuance.Service
+	// DNSProviders is users' DNS provider credentials, which
+	// dns-01-provider certificates name.
+	DNSProviders *dnsprov.Service
 	// ca is the ACME CA adapter the services share.
 	ca *acme.Client
 
@@ -81,7 +85,7 @@ func (a *App) Close() error {
 
 // wireServices builds the domain services both shapes share, over the
 // adapters already in a.
-func (a *App) wireServices(m mail.Sender) error {
+func (a *App) wireServices(m mail.Sender, o options) error {
 	if err := a.wireIdentity(m); err != nil {
 		return err
 	}
@@ -89,8 +93,7 @@ func (a *App) wireServices(m mail.Sender) error {
 		return err
 	}
 	a.wireCerts()
-	a.wireIssuance()
-	return nil
+	return a.wireIssuance(o)
 }
 
 // Groups is every route group, in mount order.
@@ -124,12 +127,13 @@ func (a *App) healthGroup() httpapi.Group {
 const (
 	DeadLetterWatchInterval = 5 * time.Minute
 	PurgeExpiredInterval    = 10 * time.Minute
+	RenewalScanInterval     = 5 * time.Minute
 )
 
 // Jobs is every periodic job. In the cloud shape the DLQ depth alarm
 // (infra/) plays the dead-letter watch and DynamoDB's TTL the purge.
 func (a *App) Jobs() []schedule.Job {
-	jobs := []schedule.Job{{
+	jobs := []schedule.Job{{Name: "renewal-scan", Every: RenewalScanInterval, Run: a.ScanRenewals}, {
 		Name:  "dead-letter-watch",
 		Every: DeadLetterWatchInterval,
 		Run: func(ctx context.Context) error {

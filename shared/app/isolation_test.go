@@ -13,6 +13,7 @@ import (
 	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/app"
 	"github.com/certfleet/certfleet/shared/certs"
+	"github.com/certfleet/certfleet/shared/dnsprov"
 	"github.com/certfleet/certfleet/shared/httpapi"
 	"github.com/certfleet/certfleet/shared/identity"
 )
@@ -72,15 +73,28 @@ func TestIsolationSweep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	secrets := []string{marker, "b@example.com", "b-acme@example.com", "b-private.example"}
+	const dnsSecret = "b-dns-secret-token"
+	dnsB, err := a.DNSProviders.Create(ctx, userB.ID, dnsprov.NewProvider{Name: "b-private-dns", Provider: "cloudflare",
+		Settings: map[string]string{"CF_DNS_API_TOKEN": dnsSecret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A certificate of B's naming the provider, so that a swept write
+	// that moved it would show in B's view.
+	if _, err := a.Certs.Create(ctx, userB.ID, certs.NewCertificate{DomainName: "b-private-dns.example", AcctID: acctB.ID,
+		ValidationMethod: certs.MethodDNS01Provider, DNSProviderID: dnsB.ID}); err != nil {
+		t.Fatal(err)
+	}
+	secrets := []string{marker, "b@example.com", "b-acme@example.com", "b-private.example", "b-private-dns", dnsSecret}
 
 	// B's object ids by parameter or field name; other ids get "1".
 	bIDs := map[string]string{httpapi.UserPathParam: fmt.Sprint(userB.ID), "apikey_id": keyB.ID,
-		"acme_account_id": fmt.Sprint(acctB.ID), "certificate_id": fmt.Sprint(certB.ID)}
+		"acme_account_id": fmt.Sprint(acctB.ID), "certificate_id": fmt.Sprint(certB.ID), "dns_provider_id": fmt.Sprint(dnsB.ID)}
 	body, _ := json.Marshal(map[string]any{
 		"id": acctB.ID, "accountId": acctB.ID, "account_id": acctB.ID, "user_id": userB.ID, "userId": userB.ID,
-		"providerId": acctB.ProviderID, "is_default": true, "status": "disabled",
-		"name": "sweep", "permissions": []identity.Permission{{ObType: "certificates", ObID: "*", Actions: []string{"read"}}},
+		"providerId": acctB.ProviderID, "is_default": true, "status": "disabled", "dns_provider_id": dnsB.ID,
+		"validation": map[string]any{"method": certs.MethodDNS01Provider, "dns_provider_id": dnsB.ID},
+		"name":       "sweep", "permissions": []identity.Permission{{ObType: "certificates", ObID: "*", Actions: []string{"read"}}},
 	})
 	param := regexp.MustCompile(`\{([a-z_]+)\.{0,3}\}`)
 	fill := func(path string) string {
@@ -162,7 +176,8 @@ func TestIsolationSweep(t *testing.T) {
 	if named < 10 || len(before) < 8 {
 		t.Fatalf("the sweep found only %d routes naming objects and %d GETs: is route discovery broken?", named, len(before))
 	}
-	for _, path := range []string{"/apiv1/users/{user_id}/apikeys", "/api/v1/acme/accounts", "/apiv1/users/{user_id}/certificates"} {
+	for _, path := range []string{"/apiv1/users/{user_id}/apikeys", "/api/v1/acme/accounts", "/apiv1/users/{user_id}/certificates",
+		"/apiv1/users/{user_id}/dns-providers", "/apiv1/users/{user_id}/dns-providers/{dns_provider_id}"} {
 		if !strings.Contains(before[path], "b-") {
 			t.Fatalf("B's own view of %s shows none of B's objects, so the sweep could not see a leak: %s", path, before[path])
 		}

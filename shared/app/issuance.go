@@ -2,54 +2,61 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"time"
 
-	"github.com/certfleet/certfleet/shared/acmeacct"
-	"github.com/certfleet/certfleet/shared/certs"
 	"github.com/certfleet/certfleet/shared/httpapi"
 	"github.com/certfleet/certfleet/shared/httpapi/certctrl"
 	"github.com/certfleet/certfleet/shared/issuance"
+	"github.com/certfleet/certfleet/shared/issuance/records"
+	"github.com/certfleet/certfleet/shared/renewal"
 )
 
-// issuanceAccounts gives the step machine the ACME accounts it signs as.
-type issuanceAccounts struct{ s *acmeacct.Service }
-
-func (a issuanceAccounts) Account(ctx context.Context, userID, acctID int64) (issuance.Account, error) {
-	dir, url, key, err := a.s.Signer(ctx, userID, acctID)
+// wireIssuance builds the step machine and registers its steps and the
+// renewal check. Let's Encrypt's weekly limits bound the letsencrypt
+// provider (renewal.Budget).
+func (a *App) wireIssuance(o options) error {
+	budget, err := renewal.NewBudget(a.Store, renewal.BudgetConfig{})
 	if err != nil {
-		return issuance.Account{}, err
+		return err
 	}
-	return issuance.AccountFrom(dir, url, key)
-}
-
-// issuanceCerts gives the step machine the certificate records it issues.
-type issuanceCerts struct{ s *certs.Service }
-
-func (c issuanceCerts) Spec(ctx context.Context, userID, certID int64) (issuance.CertSpec, error) {
-	cert, err := c.s.Get(ctx, userID, certID)
-	if err != nil {
-		return issuance.CertSpec{}, err
+	var solvers map[string]issuance.Solver
+	if o.dns != nil {
+		if solvers, err = o.dns(a.Config.DelegationZone, a.Config.DelegationProvider, a.Config.DNSResolvers, a.DNSProviders); err != nil {
+			return fmt.Errorf("app: DNS-01: %w", err)
+		}
 	}
-	return issuance.CertSpec{Names: cert.SANs, KeyAlgorithm: cert.KeyAlgorithm, KeySize: cert.KeySize,
-		AcctID: cert.AcctID, ValidationMethod: cert.Validation.Method, DNSProviderID: cert.Validation.DNSProviderID,
-		ServerDecryptExport: cert.ServerDecryptExport, IssueID: cert.IssueID}, nil
-}
-
-func (c issuanceCerts) RecordIssued(ctx context.Context, userID, certID int64, is issuance.Issued) error {
-	return c.s.RecordIssued(ctx, userID, certID, is.IssueID, is.NotAfter, is.RenewAt)
-}
-
-func (c issuanceCerts) RecordRevoked(ctx context.Context, userID, certID int64) error {
-	return c.s.RecordRevoked(ctx, userID, certID)
-}
-
-// wireIssuance builds the step machine and registers its steps.
-func (a *App) wireIssuance() {
-	a.Issuance = issuance.New(a.Store, a.Sealer, a.Queue, a.ca, issuanceAccounts{a.ACME}, issuanceCerts{a.Certs},
-		issuance.Config{MaxAttempts: a.Config.QueueMaxReceives, MaxInFlightPerCA: a.Config.CAMaxInFlight, Log: a.Log})
+	a.Issuance = issuance.New(a.Store, a.Sealer, a.Queue, a.ca, records.Accounts{ACME: a.ACME}, records.Certs{Certs: a.Certs, ACME: a.ACME},
+		issuance.Config{MaxAttempts: a.Config.QueueMaxReceives, MaxInFlightPerCA: a.Config.CAMaxInFlight, Log: a.Log,
+			Budgets: map[string]*renewal.Budget{"letsencrypt": budget}, Solvers: solvers})
 	for _, k := range issuance.Kinds {
 		a.Steps.Register(k, a.Issuance.Step)
 	}
+	a.Steps.Register(issuance.KindRenewalCheck, a.Issuance.RenewalCheck)
+	return nil
+}
+
+// RenewalScanLimit is how many due certificates one renewal scan queues
+// checks for; the rest wait for the next scan.
+const RenewalScanLimit = 500
+
+// ScanRenewals queues a renewal check for every certificate whose check
+// is due (the renewal scheduler: a local job, an EventBridge schedule in
+// the cloud).
+func (a *App) ScanRenewals(ctx context.Context) error {
+	n, err := renewal.Scan(ctx, a.Certs, renewalChecks{a.Issuance}, time.Now(), RenewalScanLimit)
+	if n > 0 {
+		a.Log.Info("renewal checks queued", "count", n)
+	}
+	return err
+}
+
+// renewalChecks starts a renewal by queueing its check.
+type renewalChecks struct{ s *issuance.Service }
+
+func (r renewalChecks) Renew(ctx context.Context, userID, certID int64) error {
+	return r.s.QueueRenewalCheck(ctx, userID, certID)
 }
 
 // issuesGroup is the issue routes with the worker's internal routes.

@@ -32,7 +32,7 @@ import (
 // KMS key. AWS endpoints and credentials come from the SDK's standard
 // sources (so AWS_ENDPOINT_URL points it at LocalStack or moto). No network
 // call is made here: the SMTP password is read from SSM at the first mail.
-func Lambda(ctx context.Context) (*App, error) {
+func Lambda(ctx context.Context, opts ...Option) (*App, error) {
 	cfg, err := config.Load(config.Lambda, os.Getenv)
 	if err != nil {
 		return nil, err
@@ -61,7 +61,7 @@ func Lambda(ctx context.Context) (*App, error) {
 			return nil, fmt.Errorf("app: %w", err)
 		}
 	}
-	if err := a.wireServices(m); err != nil {
+	if err := a.wireServices(m, collect(opts)); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -112,10 +112,20 @@ func StartHTTP(handler func(*App) http.Handler) {
 }
 
 // StartWorker is the whole main of the worker's Lambda function.
-func StartWorker() { lambda.Start(mustLambda().WorkerLambda()) }
+func StartWorker(opts ...Option) { lambda.Start(mustLambda(opts...).WorkerLambda()) }
 
-func mustLambda() *App {
-	a, err := Lambda(context.Background())
+// StartRenewal is the whole main of the renewal function, which an
+// EventBridge schedule invokes: one renewal scan per invocation.
+func StartRenewal() { lambda.Start(mustLambda().RenewalLambda()) }
+
+// RenewalLambda is the renewal function's handler: the schedule's event
+// carries nothing it needs; each invocation is one renewal scan.
+func (a *App) RenewalLambda() func(context.Context, events.EventBridgeEvent) error {
+	return func(ctx context.Context, _ events.EventBridgeEvent) error { return a.ScanRenewals(ctx) }
+}
+
+func mustLambda(opts ...Option) *App {
+	a, err := Lambda(context.Background(), opts...)
 	if err != nil {
 		log.Fatal(err)
 	}

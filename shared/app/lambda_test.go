@@ -19,15 +19,22 @@ import (
 	awskms "github.com/aws/aws-sdk-go-v2/service/kms"
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
 
+	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/app"
+	"github.com/certfleet/certfleet/shared/certs"
 	"github.com/certfleet/certfleet/shared/identity"
 	"github.com/certfleet/certfleet/shared/internal/mototest"
+	"github.com/certfleet/certfleet/shared/internal/pebbletest"
+	"github.com/certfleet/certfleet/shared/issuance"
 	"github.com/certfleet/certfleet/shared/queue"
 	"github.com/certfleet/certfleet/shared/store/dynamo"
 )
 
 // The Lambda shape's tests run against moto; the local ones need nothing.
-func TestMain(m *testing.M) { os.Exit(mototest.Run(m)) }
+func TestMain(m *testing.M) {
+	pebbletest.ExecProviderMain() // when the test binary runs as lego's exec provider
+	os.Exit(mototest.Run(m))
+}
 
 // lambdaApp creates, in moto, what template.yaml would (tables, queue and
 // DLQ, KMS key), sets the function environment and builds app.Lambda.
@@ -200,5 +207,63 @@ func TestSMTPPasswordIsReadAtTheFirstMail(t *testing.T) {
 	}
 	if ok, _ := a.Identity.Available(context.Background(), "mail@example.com", ""); !ok["email"] {
 		t.Fatal("a registration whose mail failed was kept")
+	}
+}
+
+// TestReplayRenewalEvent: the schedule's event runs one renewal scan,
+// which queues a check for a certificate that is due and none for one
+// that is not.
+func TestReplayRenewalEvent(t *testing.T) {
+	a := lambdaApp(t)
+	ctx := context.Background()
+	u, err := a.Identity.Register(ctx, identity.Registration{Email: "renew@example.com", Password: "Renew1Password", Active: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acct, err := a.ACME.Create(ctx, u.ID, acmeacct.NewAccount{ProviderName: "letsencrypt", Email: "renew@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drain(t, a) // the account's registration step
+	now := time.Now()
+	for i, renewAt := range []time.Time{now.Add(-time.Hour), now.Add(30 * 24 * time.Hour)} {
+		c, err := a.Certs.Create(ctx, u.ID, certs.NewCertificate{DomainName: fmt.Sprintf("r%d.certfleet.test", i), AcctID: acct.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Certs.RecordIssued(ctx, u.ID, c.ID, 1, now.Add(60*24*time.Hour), renewAt, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ev events.EventBridgeEvent
+	loadEvent(t, "renewal.json", &ev)
+	if err := a.RenewalLambda()(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := a.Queue.Receive(ctx, 10, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 1 || ds[0].Kind != issuance.KindRenewalCheck || !strings.Contains(string(ds[0].Body), `"user_id":`+fmt.Sprint(u.ID)) {
+		t.Fatalf("queued %+v; want one renewal check", ds)
+	}
+}
+
+// drain receives and acknowledges everything queued now.
+func drain(t *testing.T, a *app.App) {
+	t.Helper()
+	for {
+		ds, err := a.Queue.Receive(context.Background(), 10, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) == 0 {
+			return
+		}
+		for _, d := range ds {
+			if err := a.Queue.Ack(context.Background(), d); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 }

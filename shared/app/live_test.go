@@ -6,14 +6,17 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/certfleet/certfleet/shared/app"
 	"github.com/certfleet/certfleet/shared/config"
+	"github.com/certfleet/certfleet/shared/dns01"
 	"github.com/certfleet/certfleet/shared/identity"
 	"github.com/certfleet/certfleet/shared/internal/pebbletest"
+	"github.com/certfleet/certfleet/shared/internal/testproc"
 )
 
 // liveServer is the server of one shape serving on a loopback port (the
@@ -25,10 +28,18 @@ type liveServer struct {
 	t      *testing.T
 	app    *app.App
 	pebble *pebbletest.Pebble
+	// dns is pebble-challtestsrv: Pebble's resolver (every name is
+	// 127.0.0.1) and the delegation zone's DNS, written through lego's
+	// exec provider.
+	dns    *pebbletest.ChallTestSrv
 	base   string
 	token  string
+	userID int64
 	stop   func()
 }
+
+// delegationZone is the live server's dns-01-delegation zone.
+const delegationZone = "delegation.e2e.test"
 
 func startLiveServer(t *testing.T, shape config.Shape) *liveServer {
 	t.Helper()
@@ -36,26 +47,36 @@ func startLiveServer(t *testing.T, shape config.Shape) *liveServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	peb := pebbletest.Start(t, pebbletest.Options{HTTPPort: ln.Addr().(*net.TCPAddr).Port, DNSServer: pebbletest.StartDNS(t)})
+	dns := pebbletest.StartChallTestSrv(t)
+	for k, v := range dns.ExecEnv(t) { // lego's exec provider writes the delegation zone
+		t.Setenv(k, v)
+	}
+	alpnPort, err := testproc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peb := pebbletest.Start(t, pebbletest.Options{HTTPPort: ln.Addr().(*net.TCPAddr).Port, TLSPort: alpnPort, DNSServer: dns.DNSAddr})
+	env := map[string]string{"CERTFLEET_LOG_LEVEL": "warn",
+		"CERTFLEET_CA_LETSENCRYPT_DIRECTORY": peb.DirectoryURL, "CERTFLEET_CA_ROOTS": peb.RootsPEMFile,
+		"CERTFLEET_DELEGATION_ZONE": delegationZone, "CERTFLEET_DELEGATION_PROVIDER": "exec",
+		"CERTFLEET_DNS_RESOLVERS": dns.DNSAddr, "CERTFLEET_TLSALPN_ADDR": "127.0.0.1:" + strconv.Itoa(alpnPort)}
 	ctx, cancel := context.WithCancel(context.Background())
 	var a *app.App
 	if shape == config.Lambda {
 		lambdaEnv(t)
-		t.Setenv("CERTFLEET_CA_LETSENCRYPT_DIRECTORY", peb.DirectoryURL)
-		t.Setenv("CERTFLEET_CA_ROOTS", peb.RootsPEMFile)
+		for k, v := range env {
+			t.Setenv(k, v)
+		}
 		// moto does not serialise concurrent writes: one step at a time.
 		t.Setenv("CERTFLEET_WORKER_CONCURRENCY", "1")
-		a, err = app.Lambda(ctx)
+		a, err = app.Lambda(ctx, app.WithDNS01(dns01.Solvers))
 	} else {
-		dir := t.TempDir()
-		cfg, cerr := config.Load(config.Local, func(k string) string {
-			return map[string]string{"CERTFLEET_DATA": dir, "CERTFLEET_LOG_LEVEL": "warn",
-				"CERTFLEET_CA_LETSENCRYPT_DIRECTORY": peb.DirectoryURL, "CERTFLEET_CA_ROOTS": peb.RootsPEMFile}[k]
-		})
+		env["CERTFLEET_DATA"] = t.TempDir()
+		cfg, cerr := config.Load(config.Local, func(k string) string { return env[k] })
 		if cerr != nil {
 			t.Fatal(cerr)
 		}
-		a, err = app.Local(ctx, cfg)
+		a, err = app.Local(ctx, cfg, app.WithDNS01(dns01.Solvers))
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +95,7 @@ func startLiveServer(t *testing.T, shape config.Shape) *liveServer {
 	}
 	served := make(chan error, 1)
 	go func() { served <- a.Serve(ctx, ln) }()
-	s := &liveServer{t: t, app: a, pebble: peb, base: "http://" + ln.Addr().String(), token: token}
+	s := &liveServer{t: t, app: a, pebble: peb, dns: dns, base: "http://" + ln.Addr().String(), token: token, userID: u.ID}
 	s.stop = func() {
 		cancel()
 		if err := <-served; err != nil {

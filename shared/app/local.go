@@ -23,7 +23,7 @@ const DataFileName = "certfleet.db"
 // the store and the issuance queue, and a master key file wraps data keys.
 // The master key is created only together with a new data file: an existing
 // data file without its key is an error, never a silent new key.
-func Local(ctx context.Context, cfg config.Config) (*App, error) {
+func Local(ctx context.Context, cfg config.Config, opts ...Option) (*App, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("app: data directory: %w", err)
 	}
@@ -55,7 +55,7 @@ func Local(ctx context.Context, cfg config.Config) (*App, error) {
 		a.Close()
 		return nil, fmt.Errorf("app: %w", err)
 	}
-	if err := a.wireServices(m); err != nil {
+	if err := a.wireServices(m, collect(opts)); err != nil {
 		a.Close()
 		return nil, err
 	}

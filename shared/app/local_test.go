@@ -175,7 +175,7 @@ func TestLocalJobsRun(t *testing.T) {
 			t.Errorf("job %s: %v", j.Name, err)
 		}
 	}
-	if strings.Join(names, ",") != "dead-letter-watch,purge-expired" {
+	if strings.Join(names, ",") != "renewal-scan,dead-letter-watch,purge-expired" {
 		t.Fatalf("local jobs = %v", names)
 	}
 }

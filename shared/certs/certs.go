@@ -12,8 +12,11 @@
 // Rules: names are validated and kept in IDNA ASCII, lower case (see
 // NormalizeNames); the ACME account must be one of the user's that is not
 // disabled or failed, and the account counts the certificates that use it
-// (acmeacct.Service.Reference), so it cannot be deleted under them; delete
-// is physical.
+// (acmeacct.Service.Reference), so it cannot be deleted under them;
+// dns-01-provider names one of the user's DNS providers (package dnsprov),
+// which is not counted: deleting it makes the certificate's issues fail
+// until it names another; dns-01-delegation needs the server's delegation
+// zone (Config.DelegationZone); delete is physical.
 package certs
 
 import (
@@ -175,8 +178,11 @@ type NewCertificate struct {
 	// ChallengeType and ValidationMethod must agree when both are given;
 	// either one alone determines the other (dns-01 alone means
 	// dns-01-provider).
-	ChallengeType       string
-	ValidationMethod    string
+	ChallengeType    string
+	ValidationMethod string
+	// DNSProviderID is one of the user's DNS providers, required with
+	// dns-01-provider and refused with every other method.
+	DNSProviderID       int64
 	ServerDecryptExport bool
 }
 
@@ -186,14 +192,17 @@ type NewCertificate struct {
 type Changes struct {
 	// DomainName alone replaces the primary name in SANs; SANs alone keeps
 	// the primary name if it is still listed, else takes the first.
-	DomainName          *string
-	SANs                *[]string
-	AcctID              *int64
-	KeyAlgorithm        *string
-	KeySize             *int
-	Policy              *string
-	ChallengeType       *string
-	ValidationMethod    *string
+	DomainName       *string
+	SANs             *[]string
+	AcctID           *int64
+	KeyAlgorithm     *string
+	KeySize          *int
+	Policy           *string
+	ChallengeType    *string
+	ValidationMethod *string
+	// DNSProviderID names another of the user's DNS providers; a method
+	// other than dns-01-provider drops the certificate's.
+	DNSProviderID       *int64
 	ServerDecryptExport *bool
 }
 
@@ -217,3 +226,11 @@ type Accounts interface {
 }
 
 var _ Accounts = (*acmeacct.Service)(nil)
+
+// DNSProviders is the user's DNS provider credentials as certificates use
+// them (dnsprov.Service).
+type DNSProviders interface {
+	// Exists returns nil when id is one of the user's DNS providers;
+	// another user's or a missing one is an apperr NotFound.
+	Exists(ctx context.Context, userID, id int64) error
+}

@@ -24,8 +24,15 @@ type Config struct {
 	// MaxPerUser bounds how many certificates one user keeps (counted
 	// atomically per user). 0 means DefaultMaxPerUser.
 	MaxPerUser int
-	Now        func() time.Time
-	Log        *slog.Logger
+	// Providers is the user's DNS providers, which dns-01-provider
+	// certificates name; nil makes that method unavailable.
+	Providers DNSProviders
+	// DelegationZone is certfleet's own DNS zone for dns-01-delegation
+	// (CERTFLEET_DELEGATION_ZONE); "" makes that method unavailable for
+	// new certificates (existing ones keep it).
+	DelegationZone string
+	Now            func() time.Time
+	Log            *slog.Logger
 }
 
 // Service is the certificate record service. Safe for concurrent use.
@@ -36,7 +43,8 @@ type Service struct {
 	log   *slog.Logger
 }
 
-// New returns the service over the store and the ACME account service.
+// New returns the service over the store and the ACME account service;
+// cfg gives it the DNS providers and the delegation zone.
 func New(st store.Store, accts Accounts, cfg Config) *Service {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -56,6 +64,10 @@ func (s *Service) now() time.Time { return s.cfg.Now().UTC().Truncate(time.Secon
 // sit here, beside the Certificate, never in it.
 type record struct {
 	Certificate
+	// CheckAt is when the renewal scan looks at the certificate next (its
+	// renewal index key): RenewAt, or earlier to ask the CA's ARI window
+	// again. Zero means RenewAt.
+	CheckAt time.Time `json:"check_at,omitzero"`
 }
 
 func userPK(userID int64) string { return "user#" + strconv.FormatInt(userID, 10) }
@@ -78,8 +90,12 @@ func item(rec record) (store.Item, error) {
 		IndexByAccount: {PK: accountIndexPK(rec.UserID, rec.AcctID), SK: certSK(rec.ID)},
 	}
 	if !rec.RenewAt.IsZero() {
+		at := rec.RenewAt
+		if !rec.CheckAt.IsZero() && rec.CheckAt.Before(at) {
+			at = rec.CheckAt
+		}
 		it.Indexes[IndexByRenewal] = store.IndexKey{PK: renewalPK,
-			SK: fmt.Sprintf("%s#%019d", rec.RenewAt.UTC().Format("20060102T150405Z"), rec.ID)}
+			SK: fmt.Sprintf("%s#%019d", at.UTC().Format("20060102T150405Z"), rec.ID)}
 	}
 	return it, nil
 }
@@ -97,8 +113,9 @@ func idOf(it store.Item) (int64, error) {
 // it on its ACME account. Errors: Invalid naming the field (a name, see
 // NormalizeNames; key_algorithm, key_size, policy, challenge_type,
 // validation.method, server_decrypt_export; acct_id when the account is
-// not one of the user's or is disabled or failed); Conflict when the user
-// has MaxPerUser certificates.
+// not one of the user's or is disabled or failed; validation.dns_provider_id,
+// see checkValidation); Conflict when the user has MaxPerUser
+// certificates.
 func (s *Service) Create(ctx context.Context, userID int64, nc NewCertificate) (Certificate, error) {
 	c := Certificate{UserID: userID, AcctID: nc.AcctID, ServerDecryptExport: nc.ServerDecryptExport, Status: StatusNew}
 	var err error
@@ -115,6 +132,10 @@ func (s *Service) Create(ctx context.Context, userID int64, nc NewCertificate) (
 		return Certificate{}, err
 	}
 	if err := checkExport(c.Policy, c.ServerDecryptExport, "server_decrypt_export"); err != nil {
+		return Certificate{}, err
+	}
+	c.Validation.DNSProviderID = nc.DNSProviderID
+	if err := s.checkValidation(ctx, userID, Validation{}, c.Validation); err != nil {
 		return Certificate{}, err
 	}
 	if c.AcctID <= 0 {
@@ -310,6 +331,9 @@ func (s *Service) Update(ctx context.Context, userID, id int64, ch Changes) (Cer
 				"%s: certificate %d has been issued, so its names, key and validation are fixed; create another certificate instead", field, id)}
 		}
 	}
+	if err := s.checkValidation(ctx, userID, cur.Validation, next.Validation); err != nil {
+		return Certificate{}, err
+	}
 	if same(cur, next) {
 		return cur, nil
 	}
@@ -374,6 +398,13 @@ func apply(cur Certificate, ch Changes) (Certificate, error) {
 	if err != nil {
 		return cur, err
 	}
+	switch {
+	case ch.DNSProviderID != nil:
+		next.Validation.DNSProviderID = *ch.DNSProviderID
+	case next.Validation.Method != MethodDNS01Provider:
+		// Another method drops the provider instead of refusing it.
+		next.Validation.DNSProviderID = 0
+	}
 
 	domain, sans := cur.DomainName, cur.SANs
 	switch {
@@ -430,8 +461,10 @@ func orderChange(a, b Certificate) string {
 		return "key_size"
 	case a.ChallengeType != b.ChallengeType:
 		return "challenge_type"
-	case a.Validation != b.Validation:
+	case a.Validation.Method != b.Validation.Method:
 		return "validation.method"
+	case a.Validation != b.Validation:
+		return "validation.dns_provider_id"
 	}
 	return ""
 }
@@ -526,6 +559,75 @@ func resolveValidation(challenge, method string) (string, string, error) {
 	return challenge, defaultMethod[challenge], nil
 }
 
+// DelegationZone is the server's dns-01-delegation zone ("" when the
+// method is off).
+func (s *Service) DelegationZone() string { return s.cfg.DelegationZone }
+
+// DelegationCNAME is a DNS record the owner of a dns-01-delegation
+// certificate must add: Name is a CNAME to Target.
+type DelegationCNAME struct {
+	Name   string `json:"name"`
+	Target string `json:"cname"`
+}
+
+// DelegationCNAMEs returns the CNAMEs a dns-01-delegation certificate
+// needs, in the order of its names: "_acme-challenge.<domain>" to
+// DelegationTarget, once per distinct domain (a wildcard shares its
+// apex's). Nil for other methods, or when the server has no zone.
+func (s *Service) DelegationCNAMEs(c Certificate) []DelegationCNAME {
+	if c.Validation.Method != MethodDNS01Delegation || s.cfg.DelegationZone == "" {
+		return nil
+	}
+	var out []DelegationCNAME
+	seen := map[string]bool{}
+	for _, n := range c.SANs {
+		domain := strings.TrimPrefix(n, "*.")
+		if seen[domain] {
+			continue
+		}
+		seen[domain] = true
+		out = append(out, DelegationCNAME{Name: "_acme-challenge." + domain, Target: DelegationTarget(s.cfg.DelegationZone, c.UserID, domain)})
+	}
+	return out
+}
+
+// checkValidation checks a certificate's validation settings next,
+// changed from cur (the zero Validation for a new certificate):
+// dns-01-provider needs the id of one of the user's DNS providers (checked
+// when it changes, so a certificate whose provider was deleted can still
+// be edited otherwise), other methods take none, and dns-01-delegation is
+// chosen only while the server has a delegation zone. Errors: Invalid
+// naming validation.dns_provider_id or validation.method.
+func (s *Service) checkValidation(ctx context.Context, userID int64, cur, next Validation) error {
+	const field = "validation.dns_provider_id"
+	switch next.Method {
+	case MethodDNS01Provider:
+		if next.DNSProviderID <= 0 {
+			return apperr.InvalidField(field, "is required with %s: the id of one of your DNS providers", MethodDNS01Provider)
+		}
+		if next == cur {
+			return nil
+		}
+		if s.cfg.Providers == nil {
+			return apperr.InvalidField("validation.method", "%s is not available on this server", MethodDNS01Provider)
+		}
+		err := s.cfg.Providers.Exists(ctx, userID, next.DNSProviderID)
+		if apperr.CodeOf(err) == apperr.NotFound {
+			return apperr.InvalidField(field, "DNS provider %d is not one of your DNS providers", next.DNSProviderID)
+		}
+		return err
+	case MethodDNS01Delegation:
+		if cur.Method != MethodDNS01Delegation && s.cfg.DelegationZone == "" {
+			return apperr.InvalidField("validation.method",
+				"%s is not enabled on this server: CERTFLEET_DELEGATION_ZONE is not set", MethodDNS01Delegation)
+		}
+	}
+	if next.DNSProviderID != 0 {
+		return apperr.InvalidField(field, "is only for %s, not %s", MethodDNS01Provider, next.Method)
+	}
+	return nil
+}
+
 // checkExport refuses server-decrypted export under DEVICE_REQUIRED,
 // naming field.
 func checkExport(policy string, export bool, field string) error {
@@ -537,11 +639,23 @@ func checkExport(policy string, export bool, field string) error {
 }
 
 // RecordIssued marks a certificate issued by the issue issueID, with its
-// expiry and planned renewal time (which puts it in the renewal index).
-// It is idempotent.
-func (s *Service) RecordIssued(ctx context.Context, userID, id, issueID int64, notAfter, renewAt time.Time) error {
+// expiry, planned renewal and next renewal check (which put it in the
+// renewal index; a zero checkAt means renewAt). It is idempotent.
+func (s *Service) RecordIssued(ctx context.Context, userID, id, issueID int64, notAfter, renewAt, checkAt time.Time) error {
 	return s.record(ctx, userID, id, func(rec *record) {
-		rec.Status, rec.IssueID, rec.NotAfter, rec.RenewAt = StatusIssued, issueID, notAfter.UTC(), renewAt.UTC()
+		rec.Status, rec.IssueID, rec.NotAfter = StatusIssued, issueID, notAfter.UTC()
+		rec.RenewAt, rec.CheckAt = renewAt.UTC(), checkAt.UTC()
+	})
+}
+
+// PlanRenewal records a certificate's planned renewal and next renewal
+// check. A revoked certificate stays out of the renewal index. Errors:
+// NotFound.
+func (s *Service) PlanRenewal(ctx context.Context, userID, id int64, renewAt, checkAt time.Time) error {
+	return s.record(ctx, userID, id, func(rec *record) {
+		if rec.Status == StatusIssued {
+			rec.RenewAt, rec.CheckAt = renewAt.UTC(), checkAt.UTC()
+		}
 	})
 }
 
@@ -551,8 +665,8 @@ type Due struct {
 	RenewAt        time.Time
 }
 
-// Due lists, oldest renewal time first, at most limit (0: 100)
-// certificates whose renewal time is at or before now, from the renewal
+// Due lists, earliest first, at most limit (0: 100) certificates whose
+// renewal check (see PlanRenewal) is at or before now, from the renewal
 // index (which may lag a write by a moment).
 func (s *Service) Due(ctx context.Context, now time.Time, limit int) ([]Due, error) {
 	q := store.Query{Table: Table, Index: IndexByRenewal, PK: renewalPK,
@@ -569,7 +683,9 @@ func (s *Service) Due(ctx context.Context, now time.Time, limit int) ([]Due, err
 // RecordRevoked marks a certificate revoked and takes it out of the
 // renewal index. It is idempotent.
 func (s *Service) RecordRevoked(ctx context.Context, userID, id int64) error {
-	return s.record(ctx, userID, id, func(rec *record) { rec.Status, rec.RenewAt = StatusRevoked, time.Time{} })
+	return s.record(ctx, userID, id, func(rec *record) {
+		rec.Status, rec.RenewAt, rec.CheckAt = StatusRevoked, time.Time{}, time.Time{}
+	})
 }
 
 // record applies change to the stored certificate, retrying once when the

@@ -14,6 +14,7 @@ import (
 	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/apperr"
 	"github.com/certfleet/certfleet/shared/certs"
+	"github.com/certfleet/certfleet/shared/dnsprov"
 	"github.com/certfleet/certfleet/shared/internal/pebbletest"
 	"github.com/certfleet/certfleet/shared/internal/testenv"
 	"github.com/certfleet/certfleet/shared/queue"
@@ -26,15 +27,31 @@ type rig struct {
 	t     *testing.T
 	parts *testenv.Parts
 	accts *acmeacct.Service
+	dns   *dnsprov.Service
 	svc   *certs.Service
 }
+
+// delegationZone is the rig's CERTFLEET_DELEGATION_ZONE.
+const delegationZone = "acme.certfleet.test"
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
 	p := testenv.New(t)
 	accts, _ := p.ACMEAccounts(t, pebbletest.Options{})
-	svc := certs.New(p.Store, accts, certs.Config{Now: p.Clock.Now, Log: p.Log})
-	return &rig{t: t, parts: p, accts: accts, svc: svc}
+	dns := dnsprov.New(p.Store, p.Sealer, dnsprov.Config{Now: p.Clock.Now, Log: p.Log})
+	svc := certs.New(p.Store, accts, certs.Config{Providers: dns, DelegationZone: delegationZone, Now: p.Clock.Now, Log: p.Log})
+	return &rig{t: t, parts: p, accts: accts, dns: dns, svc: svc}
+}
+
+// dnsProvider stores cloudflare credentials for user.
+func (r *rig) dnsProvider(user int64, name string) dnsprov.Provider {
+	r.t.Helper()
+	p, err := r.dns.Create(context.Background(), user, dnsprov.NewProvider{Name: name, Provider: "cloudflare",
+		Settings: map[string]string{"CF_DNS_API_TOKEN": "token-" + name}})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return p
 }
 
 // account creates an ACME account for user and registers it with Pebble.
@@ -165,13 +182,15 @@ func TestCreateRejects(t *testing.T) {
 
 	// The accepted variants and their defaults.
 	acct := r.account(1, "again@example.com")
+	dns := r.dnsProvider(1, "cf")
 	c, err := r.svc.Create(ctx, 1, certs.NewCertificate{SANs: []string{"*.example.com", "example.com"}, AcctID: acct.ID,
-		KeyAlgorithm: "rsa", Policy: "master_only", ChallengeType: "DNS-01", ServerDecryptExport: true})
+		KeyAlgorithm: "rsa", Policy: "master_only", ChallengeType: "DNS-01", DNSProviderID: dns.ID, ServerDecryptExport: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.DomainName != "*.example.com" || c.KeyAlgorithm != "RSA" || c.KeySize != 2048 || c.Policy != certs.PolicyMasterOnly ||
-		c.ChallengeType != "dns-01" || c.Validation.Method != certs.MethodDNS01Provider || !c.ServerDecryptExport {
+		c.ChallengeType != "dns-01" || c.Validation != (certs.Validation{Method: certs.MethodDNS01Provider, DNSProviderID: dns.ID}) ||
+		!c.ServerDecryptExport {
 		t.Fatalf("created %+v", c)
 	}
 	c, err = r.svc.Create(ctx, 1, certs.NewCertificate{DomainName: "d.example", AcctID: acct.ID, ValidationMethod: "dns-01-delegation", KeySize: 384})
@@ -248,7 +267,7 @@ func TestUpdate(t *testing.T) {
 	wantErr(t, err, apperr.Invalid, "acct_id", "not one of your accounts")
 
 	// Once issued, names, key and validation are fixed; the rest is not.
-	if err := r.svc.RecordIssued(ctx, 1, c.ID, 1, time.Now().Add(90*24*time.Hour), time.Now().Add(60*24*time.Hour)); err != nil {
+	if err := r.svc.RecordIssued(ctx, 1, c.ID, 1, time.Now().Add(90*24*time.Hour), time.Now().Add(60*24*time.Hour), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	sans = []string{"x.example.org"}
@@ -320,7 +339,7 @@ func TestRenewalIndex(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := r.svc.RecordIssued(ctx, 7, c.ID, 1, base.AddDate(0, 0, days+30), base.AddDate(0, 0, days)); err != nil {
+		if err := r.svc.RecordIssued(ctx, 7, c.ID, 1, base.AddDate(0, 0, days+30), base.AddDate(0, 0, days), time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -423,5 +442,151 @@ func TestMaxPerUser(t *testing.T) {
 	}
 	if _, total, _ := svc.List(ctx, 1, certs.Filter{}, 0, 0); total != 2 {
 		t.Fatalf("%d certificates", total)
+	}
+}
+
+// TestDNSProviderValidation: dns-01-provider names one of the user's DNS
+// providers, other methods none; it is part of the validation, fixed once
+// issued.
+func TestDNSProviderValidation(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	acct := r.account(1, "dns@example.com")
+	mine, spare, theirs := r.dnsProvider(1, "mine"), r.dnsProvider(1, "spare"), r.dnsProvider(2, "theirs")
+	nc := func(method string, provider int64) certs.NewCertificate {
+		return certs.NewCertificate{DomainName: "*.dns.example", AcctID: acct.ID, ValidationMethod: method, DNSProviderID: provider}
+	}
+	for _, c := range []struct {
+		nc              certs.NewCertificate
+		field, contains string
+	}{
+		{nc("dns-01-provider", 0), "validation.dns_provider_id", "is required with dns-01-provider"},
+		{certs.NewCertificate{DomainName: "dns.example", AcctID: acct.ID, ChallengeType: "dns-01"}, "validation.dns_provider_id", "is required"},
+		{nc("dns-01-provider", -4), "validation.dns_provider_id", "is required"},
+		{nc("dns-01-provider", theirs.ID), "validation.dns_provider_id", fmt.Sprintf("DNS provider %d is not one of your DNS providers", theirs.ID)},
+		{nc("dns-01-provider", 999), "validation.dns_provider_id", "999 is not one of your"},
+		{nc("dns-01-delegation", mine.ID), "validation.dns_provider_id", "is only for dns-01-provider, not dns-01-delegation"},
+		{certs.NewCertificate{DomainName: "dns.example", AcctID: acct.ID, DNSProviderID: mine.ID}, "validation.dns_provider_id", "not http-01"},
+	} {
+		_, err := r.svc.Create(ctx, 1, c.nc)
+		wantErr(t, err, apperr.Invalid, c.field, c.contains)
+	}
+	if _, total, _ := r.svc.List(ctx, 1, certs.Filter{}, 0, 0); total != 0 {
+		t.Fatalf("%d certificates after refusals", total)
+	}
+
+	c, err := r.svc.Create(ctx, 1, nc("dns-01-provider", mine.ID))
+	if err != nil || c.Validation.DNSProviderID != mine.ID {
+		t.Fatalf("created %+v %v", c, err)
+	}
+	ptr := func(s string) *string { return &s }
+	// Another of the user's providers, not another user's.
+	u, err := r.svc.Update(ctx, 1, c.ID, certs.Changes{DNSProviderID: &spare.ID})
+	if err != nil || u.Validation.DNSProviderID != spare.ID {
+		t.Fatalf("move to spare: %+v %v", u, err)
+	}
+	_, err = r.svc.Update(ctx, 1, c.ID, certs.Changes{DNSProviderID: &theirs.ID})
+	wantErr(t, err, apperr.Invalid, "validation.dns_provider_id", "not one of your DNS providers")
+	// Another method drops the provider; coming back needs one again.
+	if u, err = r.svc.Update(ctx, 1, c.ID, certs.Changes{ValidationMethod: ptr("dns-01-delegation")}); err != nil ||
+		u.Validation != (certs.Validation{Method: certs.MethodDNS01Delegation}) {
+		t.Fatalf("to delegation: %+v %v", u, err)
+	}
+	_, err = r.svc.Update(ctx, 1, c.ID, certs.Changes{ValidationMethod: ptr("dns-01-provider")})
+	wantErr(t, err, apperr.Invalid, "validation.dns_provider_id", "is required")
+	if u, err = r.svc.Update(ctx, 1, c.ID, certs.Changes{ValidationMethod: ptr("dns-01-provider"), DNSProviderID: &mine.ID}); err != nil ||
+		u.Validation.DNSProviderID != mine.ID {
+		t.Fatalf("back to the provider: %+v %v", u, err)
+	}
+
+	// A deleted provider is not re-checked while the certificate keeps it,
+	// so the rest stays editable; Open then tells the worker it is gone.
+	if err := r.dns.Delete(ctx, 1, mine.ID); err != nil {
+		t.Fatal(err)
+	}
+	if u, err = r.svc.Update(ctx, 1, c.ID, certs.Changes{Policy: ptr("MASTER_ONLY")}); err != nil || u.Validation.DNSProviderID != mine.ID {
+		t.Fatalf("policy with a deleted provider: %+v %v", u, err)
+	}
+	if _, _, err := r.dns.Open(ctx, 1, u.Validation.DNSProviderID); apperr.CodeOf(err) != apperr.NotFound {
+		t.Fatalf("open of the deleted provider: %v", err)
+	}
+
+	// Once issued the provider is fixed, like the method.
+	if u, err = r.svc.Update(ctx, 1, c.ID, certs.Changes{DNSProviderID: &spare.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.svc.RecordIssued(ctx, 1, c.ID, 1, time.Now().Add(90*24*time.Hour), time.Now().Add(60*24*time.Hour), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	other := r.dnsProvider(1, "other")
+	_, err = r.svc.Update(ctx, 1, c.ID, certs.Changes{DNSProviderID: &other.ID})
+	wantErr(t, err, apperr.Conflict, "validation.dns_provider_id", "has been issued")
+	_, err = r.svc.Update(ctx, 1, c.ID, certs.Changes{ValidationMethod: ptr("dns-01-delegation")})
+	wantErr(t, err, apperr.Conflict, "validation.method", "has been issued")
+	if u, err = r.svc.Update(ctx, 1, c.ID, certs.Changes{DNSProviderID: &spare.ID, Policy: ptr("HYBRID")}); err != nil || u.Policy != "HYBRID" {
+		t.Fatalf("same provider after issue: %+v %v", u, err)
+	}
+}
+
+// TestDelegationNeedsAZone: without CERTFLEET_DELEGATION_ZONE no
+// certificate takes dns-01-delegation, and one that has it keeps it.
+func TestDelegationNeedsAZone(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	acct := r.account(1, "zone@example.com")
+	withZone, err := r.svc.Create(ctx, 1, certs.NewCertificate{DomainName: "a.example", AcctID: acct.ID, ValidationMethod: "dns-01-delegation"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := r.svc.Create(ctx, 1, certs.NewCertificate{DomainName: "b.example", AcctID: acct.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noZone := certs.New(r.parts.Store, r.accts, certs.Config{Providers: r.dns})
+	_, err = noZone.Create(ctx, 1, certs.NewCertificate{DomainName: "c.example", AcctID: acct.ID, ValidationMethod: "dns-01-delegation"})
+	wantErr(t, err, apperr.Invalid, "validation.method", "dns-01-delegation is not enabled on this server: CERTFLEET_DELEGATION_ZONE is not set")
+	method := "dns-01-delegation"
+	_, err = noZone.Update(ctx, 1, plain.ID, certs.Changes{ValidationMethod: &method})
+	wantErr(t, err, apperr.Invalid, "validation.method", "CERTFLEET_DELEGATION_ZONE is not set")
+	policy := "MASTER_ONLY"
+	if u, err := noZone.Update(ctx, 1, withZone.ID, certs.Changes{Policy: &policy}); err != nil || u.Validation.Method != method {
+		t.Fatalf("existing delegation certificate: %+v %v", u, err)
+	}
+	// Without a DNS provider service dns-01-provider is unavailable.
+	dns := r.dnsProvider(1, "cf")
+	noProviders := certs.New(r.parts.Store, r.accts, certs.Config{DelegationZone: delegationZone})
+	_, err = noProviders.Create(ctx, 1, certs.NewCertificate{DomainName: "d.example", AcctID: acct.ID, ValidationMethod: "dns-01-provider", DNSProviderID: dns.ID})
+	wantErr(t, err, apperr.Invalid, "validation.method", "not available on this server")
+}
+
+func TestDelegationCNAMEs(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	acct := r.account(3, "cname@example.com")
+	c, err := r.svc.Create(ctx, 3, certs.NewCertificate{SANs: []string{"*.example.org", "example.org", "www.example.net"},
+		AcctID: acct.ID, ValidationMethod: "dns-01-delegation"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := r.svc.DelegationCNAMEs(c)
+	want := []certs.DelegationCNAME{
+		{Name: "_acme-challenge.example.org", Target: certs.DelegationTarget(delegationZone, 3, "example.org")},
+		{Name: "_acme-challenge.www.example.net", Target: certs.DelegationTarget(delegationZone, 3, "www.example.net")},
+	}
+	if !reflect.DeepEqual(got, want) || !strings.HasSuffix(got[0].Target, "."+delegationZone) || got[0].Target == got[1].Target {
+		t.Fatalf("CNAMEs %+v\nwant %+v", got, want)
+	}
+	if r.svc.DelegationZone() != delegationZone {
+		t.Fatalf("zone %q", r.svc.DelegationZone())
+	}
+	plain, err := r.svc.Create(ctx, 3, certs.NewCertificate{DomainName: "p.example.org", AcctID: acct.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cn := r.svc.DelegationCNAMEs(plain); cn != nil {
+		t.Fatalf("http-01 certificate's CNAMEs: %v", cn)
+	}
+	if cn := certs.New(r.parts.Store, r.accts, certs.Config{}).DelegationCNAMEs(c); cn != nil {
+		t.Fatalf("CNAMEs without a zone: %v", cn)
 	}
 }

@@ -26,6 +26,7 @@ type Scope struct {
 var Catalog = []Scope{
 	{"certificates", []string{"read", "create", "update", "delete", "issue", "export", "assign"}, "certificates, their issues and exports"},
 	{"acme_accounts", []string{"read", "create", "update", "delete"}, "ACME accounts at CA providers"},
+	{"dns_providers", []string{"read", "create", "update", "delete"}, "DNS provider credentials for DNS-01 validation (values are never returned)"},
 	{"cas", []string{"read", "create", "update", "delete", "issue"}, "private certificate authorities"},
 	{"devices", []string{"read", "create", "update", "delete"}, "devices that receive certificates"},
 	{"domains", []string{"read", "create", "update", "delete"}, "domains and their validation"},

@@ -36,10 +36,19 @@ type certificateView struct {
 	UpdatedAt           time.Time      `json:"updated_at"`
 }
 
-// validationView is how the names are proven; it grows with the method's
-// settings (DNS provider, delegation zone), never with credentials.
+// validationView is how the names are proven, with the method's settings,
+// never credentials: the DNS provider of dns-01-provider, and the CNAMEs
+// the owner must add for dns-01-delegation.
 type validationView struct {
-	Method string `json:"method"`
+	Method        string                  `json:"method"`
+	DNSProviderID int64                   `json:"dns_provider_id,omitempty"`
+	Delegation    []certs.DelegationCNAME `json:"delegation,omitempty"`
+}
+
+func (c certificateRoutes) view(cert certs.Certificate) certificateView {
+	v := viewCertificate(cert)
+	v.Validation.Delegation = c.svc.DelegationCNAMEs(cert)
+	return v
 }
 
 func viewCertificate(c certs.Certificate) certificateView {
@@ -55,8 +64,9 @@ func viewCertificate(c certs.Certificate) certificateView {
 	}
 	return certificateView{ID: c.ID, UserID: c.UserID, DomainName: c.DomainName, SANs: sans, AcctID: c.AcctID,
 		KeyAlgorithm: c.KeyAlgorithm, KeySize: c.KeySize, Policy: c.Policy, KeyDistPolicy: c.Policy,
-		ChallengeType: c.ChallengeType, Validation: validationView{Method: c.Validation.Method}, ServerDecryptExport: c.ServerDecryptExport,
-		Status: c.Status, RenewAt: opt(c.RenewAt), NotAfter: opt(c.NotAfter), CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
+		ChallengeType: c.ChallengeType, Validation: validationView{Method: c.Validation.Method, DNSProviderID: c.Validation.DNSProviderID},
+		ServerDecryptExport: c.ServerDecryptExport, Status: c.Status, RenewAt: opt(c.RenewAt), NotAfter: opt(c.NotAfter),
+		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
 }
 
 // certificateRoutes serves /apiv1/users/:user_id/certificates, the
@@ -114,31 +124,38 @@ func offsetLimit(r *http.Request) (offset, limit int, err error) {
 // session, the granted certificates for an API key without a "*" grant
 // (the guard lets any certificates:read grant list).
 func readable(r *http.Request) certs.Filter {
+	return certs.Filter{Allow: readableIDs(r, "certificates")}
+}
+
+// readableIDs says which objects of obtype the caller may read: nil (all)
+// for a session or an API key with a "*" read grant, else the ids its
+// read grants name.
+func readableIDs(r *http.Request, obtype string) func(id int64) bool {
 	p, ok := identity.PrincipalFrom(r.Context())
 	if !ok || p.Kind != identity.KindAPIKey {
-		return certs.Filter{}
+		return nil
 	}
 	ids := map[int64]bool{}
 	for _, perm := range p.Permissions {
-		if perm.ObType != "certificates" || !slices.Contains(perm.Actions, "read") {
+		if perm.ObType != obtype || !slices.Contains(perm.Actions, "read") {
 			continue
 		}
 		if perm.ObID == "*" {
-			return certs.Filter{}
+			return nil
 		}
 		if id, err := strconv.ParseInt(perm.ObID, 10, 64); err == nil {
 			ids[id] = true
 		}
 	}
-	return certs.Filter{Allow: func(id int64) bool { return ids[id] }}
+	return func(id int64) bool { return ids[id] }
 }
 
 // listed writes the total in X-Total-Count and returns the views.
-func listed(w http.ResponseWriter, list []certs.Certificate, total int) []certificateView {
+func (c certificateRoutes) listed(w http.ResponseWriter, list []certs.Certificate, total int) []certificateView {
 	w.Header().Set("X-Total-Count", strconv.Itoa(total))
 	out := make([]certificateView, len(list))
-	for i, c := range list {
-		out[i] = viewCertificate(c)
+	for i, cert := range list {
+		out[i] = c.view(cert)
 	}
 	return out
 }
@@ -152,7 +169,7 @@ func (c certificateRoutes) list(w http.ResponseWriter, r *http.Request) (int, an
 	if err != nil {
 		return 0, nil, err
 	}
-	return http.StatusOK, listed(w, list, total), nil
+	return http.StatusOK, c.listed(w, list, total), nil
 }
 
 func (c certificateRoutes) listByAccount(w http.ResponseWriter, r *http.Request) (int, any, error) {
@@ -168,7 +185,7 @@ func (c certificateRoutes) listByAccount(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		return 0, nil, err
 	}
-	return http.StatusOK, listed(w, list, total), nil
+	return http.StatusOK, c.listed(w, list, total), nil
 }
 
 // certificateRequest is the body of POST and PUT. policy may also be
@@ -185,7 +202,8 @@ type certificateRequest struct {
 	KeyDistPolicy *string   `json:"key_dist_policy"`
 	ChallengeType *string   `json:"challenge_type"`
 	Validation    *struct {
-		Method *string `json:"method"`
+		Method        *string `json:"method"`
+		DNSProviderID *int64  `json:"dns_provider_id"`
 	} `json:"validation"`
 	ServerDecryptExport *bool `json:"server_decrypt_export"`
 }
@@ -201,10 +219,10 @@ func (req certificateRequest) changes() (certs.Changes, error) {
 		ch.Policy = req.KeyDistPolicy
 	}
 	if req.Validation != nil {
-		if req.Validation.Method == nil {
-			return ch, apperr.InvalidField("validation.method", `is required in "validation"`)
+		if req.Validation.Method == nil && req.Validation.DNSProviderID == nil {
+			return ch, apperr.InvalidField("validation.method", `is required in "validation" (or "dns_provider_id" alone, to change the DNS provider)`)
 		}
-		ch.ValidationMethod = req.Validation.Method
+		ch.ValidationMethod, ch.DNSProviderID = req.Validation.Method, req.Validation.DNSProviderID
 	}
 	return ch, nil
 }
@@ -218,8 +236,9 @@ func deref[T any](p *T) T {
 }
 
 // create takes the seed's body: {"action":"create","domain_name":..,
-// "sans":[..],"acct_id":..,"key_algorithm":..,"policy":..}; "create" is
-// the only action (an absent action means it).
+// "sans":[..],"acct_id":..,"key_algorithm":..,"policy":..}, and
+// "validation": {"method":..,"dns_provider_id":..}; "create" is the only
+// action (an absent action means it).
 func (c certificateRoutes) create(w http.ResponseWriter, r *http.Request) (int, any, error) {
 	var req certificateRequest
 	if err := httpapi.DecodeJSON(r, &req); err != nil {
@@ -237,12 +256,12 @@ func (c certificateRoutes) create(w http.ResponseWriter, r *http.Request) (int, 
 		DomainName: deref(ch.DomainName), SANs: deref(ch.SANs), AcctID: deref(ch.AcctID),
 		KeyAlgorithm: deref(ch.KeyAlgorithm), KeySize: deref(ch.KeySize), Policy: deref(ch.Policy),
 		ChallengeType: deref(ch.ChallengeType), ValidationMethod: deref(ch.ValidationMethod),
-		ServerDecryptExport: deref(ch.ServerDecryptExport)})
+		DNSProviderID: deref(ch.DNSProviderID), ServerDecryptExport: deref(ch.ServerDecryptExport)})
 	if err != nil {
 		return 0, nil, err
 	}
 	w.Header().Set("Location", fmt.Sprintf("/apiv1/users/%d/certificates/%d", user, cert.ID))
-	return http.StatusCreated, viewCertificate(cert), nil
+	return http.StatusCreated, c.view(cert), nil
 }
 
 func (c certificateRoutes) get(w http.ResponseWriter, r *http.Request) (int, any, error) {
@@ -254,7 +273,7 @@ func (c certificateRoutes) get(w http.ResponseWriter, r *http.Request) (int, any
 	if err != nil {
 		return 0, nil, err
 	}
-	return http.StatusOK, viewCertificate(cert), nil
+	return http.StatusOK, c.view(cert), nil
 }
 
 // update takes any of the create fields (action is ignored); names, key
@@ -280,7 +299,7 @@ func (c certificateRoutes) update(w http.ResponseWriter, r *http.Request) (int, 
 	if err != nil {
 		return 0, nil, err
 	}
-	return http.StatusOK, viewCertificate(cert), nil
+	return http.StatusOK, c.view(cert), nil
 }
 
 func (c certificateRoutes) delete(w http.ResponseWriter, r *http.Request) (int, any, error) {

@@ -11,28 +11,36 @@ import (
 
 	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/certs"
+	"github.com/certfleet/certfleet/shared/dnsprov"
 	"github.com/certfleet/certfleet/shared/httpapi"
 	"github.com/certfleet/certfleet/shared/httpapi/certctrl"
 	"github.com/certfleet/certfleet/shared/identity"
 	"github.com/certfleet/certfleet/shared/ratelimit"
 )
 
-// certEnv is acmeEnv with the certificate route group mounted too.
+// certEnv is acmeEnv with the certificate route group (certificates and
+// DNS providers) mounted too.
 type certEnv struct {
 	*acmeEnv
 	certs *certs.Service
+	dns   *dnsprov.Service
 }
+
+// delegationZone is the env's CERTFLEET_DELEGATION_ZONE.
+const delegationZone = "acme.certfleet.test"
 
 func newCertEnv(t *testing.T) *certEnv {
 	t.Helper()
 	e := newACMEEnv(t)
-	svc := certs.New(e.parts.Store, e.svc, certs.Config{Now: e.parts.Clock.Now, Log: e.parts.Log})
+	dns := dnsprov.New(e.parts.Store, e.parts.Sealer, dnsprov.Config{Now: e.parts.Clock.Now, Log: e.parts.Log})
+	svc := certs.New(e.parts.Store, e.svc, certs.Config{Providers: dns, DelegationZone: delegationZone, Now: e.parts.Clock.Now, Log: e.parts.Log})
 	guard := &httpapi.Guard{Auth: e.ids, Limiter: ratelimit.New(e.parts.Store, "requests", 1000, time.Minute, nil), CookieName: "cjj365"}
+	group := certctrl.CertificatesGroup(svc, guard)
+	group.Routes = append(group.Routes, certctrl.DNSProviderRoutes(dns, guard)...)
 	e.Handler = httpapi.Wrap(httpapi.NewRouter(
 		certctrl.AuthGroup(certctrl.AuthDeps{Identity: e.ids, Guard: guard, Cookies: certctrl.Sessions{CookieName: "cjj365"}}),
-		certctrl.AcmeAccountsGroup(e.svc, guard),
-		certctrl.CertificatesGroup(svc, guard)), e.parts.Log)
-	return &certEnv{acmeEnv: e, certs: svc}
+		certctrl.AcmeAccountsGroup(e.svc, guard), group), e.parts.Log)
+	return &certEnv{acmeEnv: e, certs: svc, dns: dns}
 }
 
 // account creates an ACME account with the session and registers it.
@@ -54,17 +62,24 @@ func (e *certEnv) wantField(r reply, status int, field, whatContains string) {
 }
 
 type certView struct {
-	ID                  int64    `json:"id"`
-	UserID              int64    `json:"user_id"`
-	DomainName          string   `json:"domain_name"`
-	SANs                []string `json:"sans"`
-	AcctID              int64    `json:"acct_id"`
-	KeyAlgorithm        string   `json:"key_algorithm"`
-	KeySize             int      `json:"key_size"`
-	Policy              string   `json:"policy"`
-	KeyDistPolicy       string   `json:"key_dist_policy"`
-	ChallengeType       string   `json:"challenge_type"`
-	Validation          struct{ Method string }
+	ID            int64    `json:"id"`
+	UserID        int64    `json:"user_id"`
+	DomainName    string   `json:"domain_name"`
+	SANs          []string `json:"sans"`
+	AcctID        int64    `json:"acct_id"`
+	KeyAlgorithm  string   `json:"key_algorithm"`
+	KeySize       int      `json:"key_size"`
+	Policy        string   `json:"policy"`
+	KeyDistPolicy string   `json:"key_dist_policy"`
+	ChallengeType string   `json:"challenge_type"`
+	Validation    struct {
+		Method        string `json:"method"`
+		DNSProviderID int64  `json:"dns_provider_id"`
+		Delegation    []struct {
+			Name  string `json:"name"`
+			CNAME string `json:"cname"`
+		} `json:"delegation"`
+	}
 	ServerDecryptExport bool    `json:"server_decrypt_export"`
 	Status              string  `json:"status"`
 	RenewAt             *string `json:"renew_at"`
@@ -231,6 +246,10 @@ func TestCertificateBadInputs(t *testing.T) {
 		{body("challenge_type", "dns-1"), "challenge_type", `"dns-1"`},
 		{body("validation", map[string]string{"method": "email"}), "validation.method", `"email"`},
 		{body("validation", map[string]string{}), "validation.method", "required"},
+		{body("validation", map[string]any{"method": "dns-01-provider"}), "validation.dns_provider_id", "is required with dns-01-provider"},
+		{body("validation", map[string]any{"method": "dns-01-provider", "dns_provider_id": "1"}), "validation.dns_provider_id", "must be a number"},
+		{body("validation", map[string]any{"method": "dns-01-provider", "dns_provider_id": 4242}), "validation.dns_provider_id", "DNS provider 4242 is not one of your DNS providers"},
+		{body("validation", map[string]any{"method": "http-01", "dns_provider_id": 1}), "validation.dns_provider_id", "only for dns-01-provider"},
 		{body("challenge_type", "tls-alpn-01", "validation", map[string]string{"method": "dns-01-delegation"}), "validation.method", "challenge_type is tls-alpn-01"},
 	} {
 		r := e.do("POST", "/apiv1/me/certificates", c.body, session)
@@ -263,9 +282,13 @@ func TestCertificateBadInputs(t *testing.T) {
 	e.wantField(e.do("PUT", path, `{"acct_id":`+fmt.Sprint(theirs)+`}`, session), 400, "acct_id", "not one of your accounts")
 	e.wantField(e.do("PUT", path, `{"acct_id":`+fmt.Sprint(off)+`}`, session), 400, "acct_id", "is disabled")
 	e.wantField(e.do("PUT", path, `{"sans":["*.bücher.example"]}`, session), 400, "sans[0]", "needs DNS-01")
-	r = e.do("PUT", path, `{"sans":["*.bücher.example"],"challenge_type":"dns-01"}`, session)
+	e.wantField(e.do("PUT", path, `{"sans":["*.bücher.example"],"challenge_type":"dns-01"}`, session), 400,
+		"validation.dns_provider_id", "is required with dns-01-provider")
+	dns := e.dnsProvider(session)
+	r = e.do("PUT", path, fmt.Sprintf(`{"sans":["*.bücher.example"],"challenge_type":"dns-01","validation":{"dns_provider_id":%d}}`, dns), session)
 	e.want(r, 200, "")
-	if c := decode[certView](t, r); c.DomainName != "*.xn--bcher-kva.example" || c.Validation.Method != "dns-01-provider" {
+	if c := decode[certView](t, r); c.DomainName != "*.xn--bcher-kva.example" || c.Validation.Method != "dns-01-provider" ||
+		c.Validation.DNSProviderID != dns {
 		t.Fatalf("wildcard update: %s", r.Data)
 	}
 	e.want(e.do("PUT", "/apiv1/me/certificates/999", `{"policy":"HYBRID"}`, session), 404, "not found")
@@ -326,4 +349,77 @@ func TestCertificateKeyScopes(t *testing.T) {
 	e.want(e.do("PUT", "/apiv1/me/certificates/9", `{"policy":"MASTER_ONLY"}`, own9), 200, "")
 	e.want(e.do("GET", "/apiv1/me/certificates", "", own9), 403, "certificates:read")
 	e.want(e.do("DELETE", "/apiv1/me/certificates/9", "", own9), 204, "")
+}
+
+// dnsProvider stores cloudflare credentials with the session and returns
+// their id.
+func (e *certEnv) dnsProvider(session string) int64 {
+	e.t.Helper()
+	r := e.do("POST", "/apiv1/me/dns-providers", `{"name":"cf","provider":"cloudflare","settings":{"CF_DNS_API_TOKEN":"tok"}}`, session)
+	e.want(r, 201, "")
+	return decode[dnsProviderView](e.t, r).ID
+}
+
+// TestCertificateValidationSettings: dns-01-provider shows its DNS
+// provider, dns-01-delegation the CNAMEs its owner must add.
+func TestCertificateValidationSettings(t *testing.T) {
+	e := newCertEnv(t)
+	session, uid := e.registerActive("v@example.com")
+	otherSession, _ := e.registerActive("w@example.com")
+	acct := e.account(session, "v-acme@example.com")
+	dns, theirs := e.dnsProvider(session), e.dnsProvider(otherSession)
+
+	r := e.do("POST", "/apiv1/me/certificates", fmt.Sprintf(`{"domain_name":"*.p.example","sans":["p.example"],"acct_id":%d,`+
+		`"validation":{"method":"dns-01-provider","dns_provider_id":%d}}`, acct, dns), session)
+	e.want(r, 201, "")
+	c := decode[certView](t, r)
+	if c.ChallengeType != "dns-01" || c.Validation.Method != "dns-01-provider" || c.Validation.DNSProviderID != dns || c.Validation.Delegation != nil {
+		t.Fatalf("provider certificate: %s", r.Data)
+	}
+	path := fmt.Sprintf("/apiv1/me/certificates/%d", c.ID)
+	e.wantField(e.do("PUT", path, fmt.Sprintf(`{"validation":{"dns_provider_id":%d}}`, theirs), session), 400,
+		"validation.dns_provider_id", "is not one of your DNS providers")
+
+	// To delegation: the provider goes, the CNAMEs come, one per domain.
+	r = e.do("PUT", path, `{"validation":{"method":"dns-01-delegation"}}`, session)
+	e.want(r, 200, "")
+	c = decode[certView](t, r)
+	if c.Validation.DNSProviderID != 0 || len(c.Validation.Delegation) != 1 ||
+		c.Validation.Delegation[0].Name != "_acme-challenge.p.example" ||
+		c.Validation.Delegation[0].CNAME != certs.DelegationTarget(delegationZone, uid, "p.example") {
+		t.Fatalf("delegation certificate: %s", r.Data)
+	}
+	if !strings.Contains(r.Body, `"delegation":[{"name":"_acme-challenge.p.example","cname":"_acme-challenge.`) {
+		t.Fatalf("delegation JSON: %s", r.Body)
+	}
+	r = e.do("POST", "/apiv1/me/certificates", fmt.Sprintf(`{"sans":["a.example","*.b.example","b.example","c.a.example"],"acct_id":%d,`+
+		`"validation":{"method":"dns-01-delegation"}}`, acct), session)
+	e.want(r, 201, "")
+	var names []string
+	for _, d := range decode[certView](t, r).Validation.Delegation {
+		names = append(names, d.Name)
+	}
+	if !slices.Equal(names, []string{"_acme-challenge.a.example", "_acme-challenge.b.example", "_acme-challenge.c.a.example"}) {
+		t.Fatalf("delegation names: %v", names)
+	}
+	// Listings show the same.
+	r = e.do("GET", "/apiv1/me/certificates", "", session)
+	if list := decode[[]certView](t, r); len(list) != 2 || len(list[0].Validation.Delegation) != 1 || len(list[1].Validation.Delegation) != 3 {
+		t.Fatalf("list: %s", r.Data)
+	}
+}
+
+// TestDelegationOffWithoutZone: without CERTFLEET_DELEGATION_ZONE the
+// route refuses dns-01-delegation with the reason.
+func TestDelegationOffWithoutZone(t *testing.T) {
+	e := newCertEnv(t)
+	svc := certs.New(e.parts.Store, e.svc, certs.Config{Providers: e.dns, Log: e.parts.Log})
+	guard := &httpapi.Guard{Auth: e.ids, Limiter: ratelimit.New(e.parts.Store, "requests", 1000, time.Minute, nil), CookieName: "cjj365"}
+	e.Handler = httpapi.Wrap(httpapi.NewRouter(
+		certctrl.AuthGroup(certctrl.AuthDeps{Identity: e.ids, Guard: guard, Cookies: certctrl.Sessions{CookieName: "cjj365"}}),
+		certctrl.AcmeAccountsGroup(e.svc, guard), certctrl.CertificatesGroup(svc, guard)), e.parts.Log)
+	session, _ := e.registerActive("z@example.com")
+	acct := e.account(session, "z-acme@example.com")
+	e.wantField(e.do("POST", "/apiv1/me/certificates", fmt.Sprintf(`{"domain_name":"z.example","acct_id":%d,"validation":{"method":"dns-01-delegation"}}`, acct), session),
+		400, "validation.method", "dns-01-delegation is not enabled on this server: CERTFLEET_DELEGATION_ZONE is not set")
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/certfleet/certfleet/shared/internal/pebbletest"
 	"github.com/certfleet/certfleet/shared/internal/testenv"
 	"github.com/certfleet/certfleet/shared/issuance"
+	"github.com/certfleet/certfleet/shared/issuance/records"
 	"github.com/certfleet/certfleet/shared/ratelimit"
 	"github.com/certfleet/certfleet/shared/worker"
 )
@@ -40,39 +41,6 @@ import (
 type exportEnv struct {
 	*env
 	logs *syncBuffer
-}
-
-// exportCerts gives the step machine the certificate records through
-// certs.Service's exported API, as shared/app wires it.
-type exportCerts struct{ s *certs.Service }
-
-func (c exportCerts) Spec(ctx context.Context, userID, certID int64) (issuance.CertSpec, error) {
-	cert, err := c.s.Get(ctx, userID, certID)
-	if err != nil {
-		return issuance.CertSpec{}, err
-	}
-	return issuance.CertSpec{Names: cert.SANs, KeyAlgorithm: cert.KeyAlgorithm, KeySize: cert.KeySize,
-		AcctID: cert.AcctID, ValidationMethod: cert.Validation.Method, DNSProviderID: cert.Validation.DNSProviderID,
-		ServerDecryptExport: cert.ServerDecryptExport, IssueID: cert.IssueID}, nil
-}
-
-func (c exportCerts) RecordIssued(ctx context.Context, userID, certID int64, is issuance.Issued) error {
-	return c.s.RecordIssued(ctx, userID, certID, is.IssueID, is.NotAfter, is.RenewAt)
-}
-
-func (c exportCerts) RecordRevoked(ctx context.Context, userID, certID int64) error {
-	return c.s.RecordRevoked(ctx, userID, certID)
-}
-
-// exportAccounts gives the step machine the registered ACME accounts.
-type exportAccounts struct{ s *acmeacct.Service }
-
-func (a exportAccounts) Account(ctx context.Context, userID, acctID int64) (issuance.Account, error) {
-	dir, url, key, err := a.s.Signer(ctx, userID, acctID)
-	if err != nil {
-		return issuance.Account{}, err
-	}
-	return issuance.AccountFrom(dir, url, key)
 }
 
 // syncBuffer collects log output from several goroutines.
@@ -106,7 +74,7 @@ func newExportEnv(t *testing.T) *exportEnv {
 		t.Fatal(err)
 	}
 	certSvc := certs.New(p.Store, accts, certs.Config{Now: p.Clock.Now, Log: p.Log})
-	iss := issuance.New(p.Store, p.Sealer, p.Queue, ca, exportAccounts{accts}, exportCerts{certSvc}, issuance.Config{Log: p.Log})
+	iss := issuance.New(p.Store, p.Sealer, p.Queue, ca, records.Accounts{ACME: accts}, records.Certs{Certs: certSvc, ACME: accts}, issuance.Config{Log: p.Log})
 
 	srv := &http.Server{Handler: httpapi.NewRouter(httpapi.ChallengeGroup(iss)), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(l) }()

@@ -14,22 +14,27 @@ import (
 // issueView is an issue in this dialect; the chain is included once
 // issued, the key never.
 type issueView struct {
-	ID             int64      `json:"id"`
-	CertificateID  int64      `json:"certificate_id"`
-	AcctID         int64      `json:"acct_id"`
-	Names          []string   `json:"names"`
-	KeyAlgorithm   string     `json:"key_algorithm"`
-	KeySize        int        `json:"key_size"`
-	Status         string     `json:"status"`
-	Step           string     `json:"step"`
-	Error          string     `json:"error,omitempty"`
-	OrderURL       string     `json:"order_url,omitempty"`
-	CertificatePEM string     `json:"certificate_pem,omitempty"`
-	NotBefore      *time.Time `json:"not_before"`
-	NotAfter       *time.Time `json:"not_after"`
-	RenewAt        *time.Time `json:"renew_at"`
-	CreatedAt      time.Time  `json:"created_at"`
-	UpdatedAt      time.Time  `json:"updated_at"`
+	ID            int64    `json:"id"`
+	CertificateID int64    `json:"certificate_id"`
+	AcctID        int64    `json:"acct_id"`
+	Names         []string `json:"names"`
+	KeyAlgorithm  string   `json:"key_algorithm"`
+	KeySize       int      `json:"key_size"`
+	Status        string   `json:"status"`
+	Step          string   `json:"step"`
+	// ValidationMethod is how the names were proven; Renews the issue this
+	// one renews and Replaces the ARI id of that certificate.
+	ValidationMethod string     `json:"validation_method"`
+	Renews           int64      `json:"renews,omitempty"`
+	Replaces         string     `json:"replaces,omitempty"`
+	Error            string     `json:"error,omitempty"`
+	OrderURL         string     `json:"order_url,omitempty"`
+	CertificatePEM   string     `json:"certificate_pem,omitempty"`
+	NotBefore        *time.Time `json:"not_before"`
+	NotAfter         *time.Time `json:"not_after"`
+	RenewAt          *time.Time `json:"renew_at"`
+	CreatedAt        time.Time  `json:"created_at"`
+	UpdatedAt        time.Time  `json:"updated_at"`
 }
 
 func viewIssue(is issuance.Issue) issueView {
@@ -40,7 +45,7 @@ func viewIssue(is issuance.Issue) issueView {
 		return &t
 	}
 	return issueView{ID: is.ID, CertificateID: is.CertID, AcctID: is.AcctID, Names: is.Names, KeyAlgorithm: is.KeyAlgorithm,
-		KeySize: is.KeySize, Status: is.Status, Step: is.Step, Error: is.Error, OrderURL: is.OrderURL,
+		KeySize: is.KeySize, Status: is.Status, Step: is.Step, ValidationMethod: is.Method, Renews: is.Renews, Replaces: is.Replaces, Error: is.Error, OrderURL: is.OrderURL,
 		CertificatePEM: is.ChainPEM, NotBefore: opt(is.NotBefore), NotAfter: opt(is.NotAfter), RenewAt: opt(is.RenewAt),
 		CreatedAt: is.CreatedAt, UpdatedAt: is.UpdatedAt}
 }

@@ -6,29 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certfleet/certfleet/shared/certs"
 	"github.com/certfleet/certfleet/shared/httpapi"
 	"github.com/certfleet/certfleet/shared/httpapi/certctrl"
 	"github.com/certfleet/certfleet/shared/issuance"
+	"github.com/certfleet/certfleet/shared/issuance/records"
 	"github.com/certfleet/certfleet/shared/ratelimit"
 )
-
-// certSpecs reads certificate records for the step machine through
-// certs.Service's exported API (what certs.Service should implement
-// itself).
-type certSpecs struct{ svc *certs.Service }
-
-func (c certSpecs) Spec(ctx context.Context, userID, certID int64) (issuance.CertSpec, error) {
-	cert, err := c.svc.Get(ctx, userID, certID)
-	if err != nil {
-		return issuance.CertSpec{}, err
-	}
-	return issuance.CertSpec{Names: cert.SANs, KeyAlgorithm: cert.KeyAlgorithm, KeySize: cert.KeySize,
-		AcctID: cert.AcctID, ValidationMethod: cert.Validation.Method}, nil
-}
-
-func (c certSpecs) RecordIssued(context.Context, int64, int64, issuance.Issued) error { return nil }
-func (c certSpecs) RecordRevoked(context.Context, int64, int64) error                 { return nil }
 
 type issueView struct {
 	ID            int64    `json:"id"`
@@ -44,7 +27,7 @@ type issueView struct {
 // steps against Pebble).
 func TestIssuesRoutes(t *testing.T) {
 	e := newCertEnv(t)
-	iss := issuance.New(e.parts.Store, e.parts.Sealer, e.parts.Queue, nil, nil, certSpecs{e.certs}, issuance.Config{Log: e.parts.Log})
+	iss := issuance.New(e.parts.Store, e.parts.Sealer, e.parts.Queue, nil, nil, records.Certs{Certs: e.certs, ACME: e.svc}, issuance.Config{Log: e.parts.Log})
 	guard := &httpapi.Guard{Auth: e.ids, Limiter: ratelimit.New(e.parts.Store, "requests", 1000, time.Minute, nil), CookieName: "cjj365"}
 	e.Handler = httpapi.Wrap(httpapi.NewRouter(
 		certctrl.AuthGroup(certctrl.AuthDeps{Identity: e.ids, Guard: guard, Cookies: certctrl.Sessions{CookieName: "cjj365"}}),

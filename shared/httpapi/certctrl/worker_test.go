@@ -10,6 +10,7 @@ import (
 	"github.com/certfleet/certfleet/shared/httpapi"
 	"github.com/certfleet/certfleet/shared/httpapi/certctrl"
 	"github.com/certfleet/certfleet/shared/issuance"
+	"github.com/certfleet/certfleet/shared/issuance/records"
 	"github.com/certfleet/certfleet/shared/ratelimit"
 )
 
@@ -17,7 +18,7 @@ import (
 // else, and serve answers through the HTTP-01 responder.
 func TestWorkerRoutes(t *testing.T) {
 	e := newCertEnv(t)
-	iss := issuance.New(e.parts.Store, e.parts.Sealer, e.parts.Queue, nil, nil, certSpecs{e.certs}, issuance.Config{Log: e.parts.Log})
+	iss := issuance.New(e.parts.Store, e.parts.Sealer, e.parts.Queue, nil, nil, records.Certs{Certs: e.certs, ACME: e.svc}, issuance.Config{Log: e.parts.Log})
 	guard := &httpapi.Guard{Auth: e.ids, Limiter: ratelimit.New(e.parts.Store, "requests", 1000, time.Minute, nil), CookieName: "cjj365"}
 	e.Handler = httpapi.Wrap(httpapi.NewRouter(
 		certctrl.AuthGroup(certctrl.AuthDeps{Identity: e.ids, Guard: guard, Cookies: certctrl.Sessions{CookieName: "cjj365"}}),
