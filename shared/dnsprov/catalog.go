@@ -64,6 +64,22 @@ type entry struct {
 	unusable string
 }
 
+// learn records the settings lego lists (known, aliases) and returns
+// those a user may give.
+func (e *entry) learn(settings []Setting) []Setting {
+	allowed := []Setting{}
+	for _, s := range settings {
+		e.known[s.Env] = true
+		if target := aliasTarget(s.Description); target != "" {
+			e.aliasOf[s.Env] = target
+		}
+		if refusal(s.Env) == "" {
+			allowed = append(allowed, s)
+		}
+	}
+	return allowed
+}
+
 var (
 	catalogLego    string
 	catalogEntries []*entry
@@ -78,26 +94,10 @@ func init() {
 	catalogLego = raw.Lego
 	catalogByCode = map[string]*entry{}
 	for _, p := range raw.Providers {
-		e := &entry{CatalogEntry: CatalogEntry{Code: p.Code, Name: p.Name, URL: p.URL, Credentials: []Setting{}, Additional: []Setting{}},
+		e := &entry{CatalogEntry: CatalogEntry{Code: p.Code, Name: p.Name, URL: p.URL},
 			known: map[string]bool{}, aliasOf: map[string]string{}}
-		for _, s := range p.Credentials {
-			e.known[s.Env] = true
-			if target := aliasTarget(s.Description); target != "" {
-				e.aliasOf[s.Env] = target
-			}
-			if refusal(s.Env) == "" {
-				e.Credentials = append(e.Credentials, s)
-			}
-		}
-		for _, s := range p.Additional {
-			e.known[s.Env] = true
-			if target := aliasTarget(s.Description); target != "" {
-				e.aliasOf[s.Env] = target
-			}
-			if refusal(s.Env) == "" {
-				e.Additional = append(e.Additional, s)
-			}
-		}
+		e.Credentials = e.learn(p.Credentials)
+		e.Additional = e.learn(p.Additional)
 		e.Required, e.unusable = requiredSets(p.Code, p.Credentials, e.aliasOf)
 		catalogEntries = append(catalogEntries, e)
 		catalogByCode[p.Code] = e

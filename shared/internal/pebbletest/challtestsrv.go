@@ -45,7 +45,7 @@ type ChallTestSrv struct {
 	ManagementURL string
 
 	cmd     *exec.Cmd
-	exited  chan struct{}
+	exited  <-chan struct{}
 	logPath string
 	client  *http.Client
 }
@@ -108,18 +108,10 @@ func startChallTestSrv(bin, dir string, attempt int) (*ChallTestSrv, error) {
 		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
 	)
 	cmd.Dir = dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if os.Getenv("PEBBLE_LOG") != "" {
-		cmd.Stdout = io.MultiWriter(logFile, os.Stderr)
-		cmd.Stderr = cmd.Stdout
-	} else {
-		cmd.Stdout, cmd.Stderr = logFile, logFile
+	exited, err := startLogged(cmd, logFile)
+	if err != nil {
+		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
 	s := &ChallTestSrv{
 		DNSAddr:       "127.0.0.1:" + strconv.Itoa(dnsPort),
 		ManagementURL: "http://127.0.0.1:" + strconv.Itoa(mgmtPort),

@@ -69,7 +69,7 @@ type Pebble struct {
 	RootsPEMFile string
 
 	cmd     *exec.Cmd
-	exited  chan struct{}
+	exited  <-chan struct{}
 	logPath string
 	client  *http.Client
 }
@@ -188,18 +188,10 @@ func start(bin, modDir, dir string, attempt int, opts Options, pool *x509.CertPo
 		"PEBBLE_WFE_NONCEREJECT=0",
 		"PEBBLE_VA_ALWAYS_VALID="+strconv.FormatBool(opts.AlwaysValid),
 	)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if os.Getenv("PEBBLE_LOG") != "" {
-		cmd.Stdout = io.MultiWriter(logFile, os.Stderr)
-		cmd.Stderr = cmd.Stdout
-	} else {
-		cmd.Stdout, cmd.Stderr = logFile, logFile
+	exited, err := startLogged(cmd, logFile)
+	if err != nil {
+		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
 
 	p := &Pebble{
 		DirectoryURL:  fmt.Sprintf("https://127.0.0.1:%d/dir", apiPort),
@@ -408,4 +400,23 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// startLogged starts cmd in its own process group, killed with the test
+// process, its output to logFile (and stderr with PEBBLE_LOG set); the
+// channel closes when it exits.
+func startLogged(cmd *exec.Cmd, logFile *os.File) (<-chan struct{}, error) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if os.Getenv("PEBBLE_LOG") != "" {
+		cmd.Stdout = io.MultiWriter(logFile, os.Stderr)
+		cmd.Stderr = cmd.Stdout
+	} else {
+		cmd.Stdout, cmd.Stderr = logFile, logFile
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	return exited, nil
 }
