@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/certfleet/certfleet/shared/acme"
@@ -130,8 +131,8 @@ const (
 	RenewalScanInterval     = 5 * time.Minute
 )
 
-// Jobs is every periodic job. In the cloud shape the DLQ depth alarm
-// (infra/) plays the dead-letter watch and DynamoDB's TTL the purge.
+// Jobs is every periodic job. In the cloud shape the worker consumes the
+// dead-letter queue (WorkerLambda) and DynamoDB's TTL purges.
 func (a *App) Jobs() []schedule.Job {
 	jobs := []schedule.Job{{Name: "renewal-scan", Every: RenewalScanInterval, Run: a.ScanRenewals}, {
 		Name:  "dead-letter-watch",
@@ -142,8 +143,13 @@ func (a *App) Jobs() []schedule.Job {
 				return fmt.Errorf("list dead letters: %w", err)
 			}
 			if len(dead) > 0 {
-				a.Log.Warn("issuance messages in the dead-letter list; inspect and redrive them",
+				a.Log.Warn("issuance messages in the dead-letter list; their issues are marked failed; inspect and redrive them",
 					"count_at_least", len(dead), "first_kind", dead[0].Kind, "first_id", dead[0].ID)
+			}
+			for _, m := range dead {
+				if err := a.abandon(ctx, queue.Delivery{Message: m, Attempt: a.Config.QueueMaxReceives}); err != nil {
+					return err
+				}
 			}
 			return nil
 		},
@@ -170,4 +176,13 @@ func newLogger(cfg config.Config) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// abandon handles a dead issuance message: its issue is marked failed.
+// Other dead messages (registration, renewal checks) only stay listed.
+func (a *App) abandon(ctx context.Context, d queue.Delivery) error {
+	if !strings.HasPrefix(d.Kind, issuance.KindPrefix) {
+		return nil
+	}
+	return a.Issuance.Abandon(ctx, d)
 }

@@ -6,6 +6,8 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"path"
+	"strings"
 	"sync"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -144,6 +146,15 @@ func HTTPLambda(h http.Handler) HTTPHandlerFunc {
 // WorkerLambda is the worker function's SQS handler: each record is
 // dispatched to its step handler, and exactly the failed records are
 // reported back as batchItemFailures for redelivery.
+// Records from the dead-letter queue (its own event source) are messages
+// that failed every delivery: their issues are marked failed (abandon).
 func (a *App) WorkerLambda() func(context.Context, events.SQSEvent) (events.SQSEventResponse, error) {
-	return sqs.LambdaHandler(a.Steps.Dispatch)
+	live, dead := sqs.LambdaHandler(a.Steps.Dispatch), sqs.LambdaHandler(a.abandon)
+	dlq := ":" + path.Base(a.Config.IssuanceDLQURL)
+	return func(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
+		if len(ev.Records) > 0 && strings.HasSuffix(ev.Records[0].EventSourceARN, dlq) {
+			return dead(ctx, ev) // one event source mapping: one queue per event
+		}
+		return live(ctx, ev)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path"
 	"slices"
 	"strings"
 	"testing"
@@ -265,5 +266,49 @@ func drain(t *testing.T, a *app.App) {
 				t.Fatal(err)
 			}
 		}
+	}
+}
+
+// TestWorkerLambdaDeadLetters: a record from the dead-letter queue (its
+// own event source) marks its issue failed instead of running the step.
+func TestWorkerLambdaDeadLetters(t *testing.T) {
+	a := lambdaApp(t)
+	ctx := context.Background()
+	u, err := a.Identity.Register(ctx, identity.Registration{Email: "dead@example.com", Password: "Dead1Password", Active: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acct, err := a.ACME.Create(ctx, u.ID, acmeacct.NewAccount{ProviderName: "letsencrypt", Email: "dead@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drain(t, a)
+	c, err := a.Certs.Create(ctx, u.ID, certs.NewCertificate{DomainName: "dead.certfleet.test", AcctID: acct.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	is, err := a.Issuance.Start(ctx, u.ID, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := a.Queue.Receive(ctx, 1, time.Second)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("the first step: %v %v", ds, err)
+	}
+	kind := ds[0].Kind
+	dlqName := path.Base(os.Getenv("CERTFLEET_ISSUANCE_DLQ_URL"))
+	ev := events.SQSEvent{Records: []events.SQSMessage{{
+		MessageId: "dead-1", ReceiptHandle: "r", Body: string(ds[0].Body),
+		Attributes:        map[string]string{"ApproximateReceiveCount": "1"},
+		MessageAttributes: map[string]events.SQSMessageAttribute{"kind": {StringValue: &kind, DataType: "String"}},
+		EventSourceARN:    "arn:aws:sqs:us-east-1:123456789012:" + dlqName,
+	}}}
+	resp, err := a.WorkerLambda()(ctx, ev)
+	if err != nil || len(resp.BatchItemFailures) != 0 {
+		t.Fatalf("dead letter: %+v, %v", resp, err)
+	}
+	got, err := a.Issuance.Get(ctx, u.ID, c.ID, is.ID)
+	if err != nil || got.Status != "failed" || !strings.Contains(got.Error, "without an answer") {
+		t.Fatalf("issue after its dead letter: %s %q, %v", got.Status, got.Error, err)
 	}
 }

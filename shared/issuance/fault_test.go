@@ -3,6 +3,7 @@ package issuance_test
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -137,5 +138,47 @@ func TestLostMessageIsQueuedAgain(t *testing.T) {
 	sent.runAll(ctx, svc)
 	if got, err := svc.Get(ctx, userID, 5, is.ID); err != nil || got.Status != issuance.StatusIssued {
 		t.Fatalf("issue = %s %q, %v", got.Status, got.Error, err)
+	}
+}
+
+// TestAbandonDeadMessage: a step message that failed every delivery
+// (the dead-letter queue's) marks its issue failed, once; a stale one
+// changes nothing.
+func TestAbandonDeadMessage(t *testing.T) {
+	t.Parallel()
+	r := startRig(t)
+	ctx := context.Background()
+	sent := &captureSender{}
+	svc := issuance.New(r.parts.Store, r.parts.Sealer, sent, r.ca, fakeAccounts{1: r.acct}, r.certs,
+		issuance.Config{MaxAttempts: 5, Log: r.parts.Log})
+	r.certs.add(3, issuance.CertSpec{Names: []string{"dead.certfleet.test"}, AcctID: 1})
+	is, err := svc.Start(ctx, userID, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := sent.take()
+	// A stale copy: the issue has moved past it.
+	if err := svc.Step(ctx, queue.Delivery{Message: first, Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Abandon(ctx, queue.Delivery{Message: first, Attempt: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := svc.Get(ctx, userID, 3, is.ID); got.Status != issuance.StatusPending {
+		t.Fatalf("a stale dead message changed the issue: %s", got.Status)
+	}
+	current, ok := sent.take()
+	if !ok {
+		t.Fatal("no step queued after the order")
+	}
+	if err := svc.Abandon(ctx, queue.Delivery{Message: current, Attempt: 5}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := svc.Get(ctx, userID, 3, is.ID)
+	if got.Status != issuance.StatusFailed || !strings.Contains(got.Error, "every one of 5 deliveries") {
+		t.Fatalf("after the dead message: %s %q", got.Status, got.Error)
+	}
+	if err := svc.Abandon(ctx, queue.Delivery{Message: current, Attempt: 5}); err != nil {
+		t.Fatal(err)
 	}
 }

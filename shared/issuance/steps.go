@@ -754,3 +754,26 @@ func (s *Service) send(ctx context.Context, rec issueRecord, delay time.Duration
 	}
 	return nil
 }
+
+// Abandon handles a step message that reached the dead-letter queue: its
+// step failed on every delivery without an answer (the worker crashed or
+// timed out each time). The issue, if the message is still its current
+// step, is marked failed, saying so; anything else is left alone.
+func (s *Service) Abandon(ctx context.Context, d queue.Delivery) error {
+	var m message
+	if err := json.Unmarshal(d.Body, &m); err != nil || m.UserID <= 0 || m.CertID <= 0 || m.IssueID <= 0 {
+		return nil
+	}
+	rec, it, err := s.load(ctx, m.UserID, m.CertID, m.IssueID)
+	if apperr.CodeOf(err) == apperr.NotFound {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if rec.Status != StatusPending || rec.Seq != m.Seq {
+		return nil
+	}
+	r := &run{rec: rec, it: it}
+	return s.fail(ctx, r, fmt.Sprintf("%s: the step failed on every one of %d deliveries without an answer (the worker crashed or timed out); see the worker's log", rec.Step, d.Attempt))
+}

@@ -194,11 +194,12 @@ ttl_enabled "${PREFIX}issuance" ||
 # ---------------------------------------------------------------- queues ----
 # Dead-letter queues first: a RedrivePolicy needs its target's ARN.
 
-# issuance-dlq: issuance messages that failed maxReceiveCount times.
+# issuance-dlq: issuance messages that failed maxReceiveCount times; the
+# worker reads it too (visibility 720 s, at least 6 x its timeout).
 queue_url "${PREFIX}issuance-dlq" >/dev/null ||
   awslocal sqs create-queue \
     --queue-name "${PREFIX}issuance-dlq" \
-    --attributes '{"MessageRetentionPeriod": "1209600"}' \
+    --attributes '{"MessageRetentionPeriod": "1209600", "VisibilityTimeout": "720"}' \
     >/dev/null
 
 # issuance: one message per issuance step, read by the worker. Visibility
