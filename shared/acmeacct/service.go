@@ -74,10 +74,6 @@ type accountRecord struct {
 	Account
 	SealedKey []byte `json:"sealed_key,omitempty"`
 	SealedEAB []byte `json:"sealed_eab,omitempty"`
-	// RefCerts and RefRequests count certificates and certificate
-	// requests that use the account; Delete refuses while either is set.
-	RefCerts    int `json:"ref_certs"`
-	RefRequests int `json:"ref_requests"`
 }
 
 func userPK(userID int64) string { return "user#" + strconv.FormatInt(userID, 10) }
@@ -392,23 +388,40 @@ func (s *Service) Delete(ctx context.Context, userID, id int64) error {
 		return err
 	}
 	def, hasDefault := defs[rec.ProviderID]
-	switch {
-	case hasDefault && defaultAccount(def) == id:
+	if hasDefault && defaultAccount(def) == id {
 		return apperr.New(apperr.Conflict, MsgDeleteDefault)
-	case rec.RefRequests > 0:
+	}
+	refs, err := s.references(ctx, userID, id)
+	if err != nil {
+		return err
+	}
+	switch {
+	case refs.counts[RefRequest] > 0:
 		return apperr.New(apperr.Conflict, MsgRefRequests)
-	case rec.RefCerts > 0:
+	case refs.counts[RefCertificate] > 0:
 		return apperr.New(apperr.Conflict, MsgRefCerts)
 	}
-	err = s.st.Transact(ctx, []store.Write{
+	writes := append(refs.unchanged, // no reference was counted since they were read
 		store.DeleteWrite(it.Key, store.IfVersion(it.Version)),
 		store.DeleteWrite(uniqueKey(userID, rec.ProviderID, rec.Email), store.Always),
 		defaultUnchanged(userID, rec.ProviderID, def, hasDefault),
-	})
+	)
+	err = s.st.Transact(ctx, writes)
 	if errors.Is(err, store.ErrConditionFailed) {
 		return apperr.New(apperr.Conflict, "account %d changed meanwhile; try again", id)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	// The (zero) reference shards go with it.
+	for _, w := range refs.unchanged {
+		if w.Cond != store.IfAbsent {
+			if err := s.st.Delete(ctx, w.Item.Key, store.Always); err != nil {
+				s.log.Warn("acmeacct: deleting a reference count left it behind", "account", id, "err", err)
+			}
+		}
+	}
+	return nil
 }
 
 // RefKind is what references an account.
@@ -419,35 +432,98 @@ const (
 	RefRequest     RefKind = "request"
 )
 
+// refShards is how many items an account's reference counts are spread
+// over, so that many certificates created at once on one account rarely
+// write the same item (each is a versioned read-modify-write). Delete
+// checks all of them in its transaction: refShards plus its own three
+// writes stay within store.MaxTransactWrites.
+const refShards = 16
+
+func refKey(userID, id int64, shard int) store.Key {
+	return store.Key{Table: Table, PK: userPK(userID), SK: fmt.Sprintf("refs#%019d#%02d", id, shard)}
+}
+
+// refCounts is one shard of an account's reference counts.
+type refCounts map[RefKind]int
+
+// accountRefs is an account's reference counts as read, with the
+// transaction checks that they are unchanged.
+type accountRefs struct {
+	counts    refCounts
+	unchanged []store.Write
+}
+
+// references reads every shard of the account's reference counts.
+func (s *Service) references(ctx context.Context, userID, id int64) (accountRefs, error) {
+	refs := accountRefs{counts: refCounts{}}
+	for i := range refShards {
+		var shard refCounts
+		it, err := store.GetJSON(ctx, s.st, refKey(userID, id, i), &shard)
+		if errors.Is(err, store.ErrNotFound) {
+			refs.unchanged = append(refs.unchanged, store.CheckWrite(refKey(userID, id, i), store.IfAbsent))
+			continue
+		}
+		if err != nil {
+			return refs, fmt.Errorf("acmeacct: read references: %w", err)
+		}
+		for k, n := range shard {
+			refs.counts[k] += n
+		}
+		refs.unchanged = append(refs.unchanged, store.CheckWrite(it.Key, store.IfVersion(it.Version)))
+	}
+	return refs, nil
+}
+
 // Reference adds delta (+1 or -1) to the account's count of certificates
 // or certificate requests that use it; Delete refuses while any remain.
-// Referencing needs an account that is not disabled or failed (Conflict).
-// A count that concurrent writers keep changing is retried with a short,
+// Referencing needs an account that is not disabled or failed (Conflict)
+// and that exists when the count is written (NotFound otherwise, also
+// when it is deleted meanwhile). The count is kept in one of refShards
+// items picked at random, and a contended one is retried with a short,
 // growing, jittered pause, so many certificates created at once on one
 // account all get counted.
 func (s *Service) Reference(ctx context.Context, userID, id int64, kind RefKind, delta int) error {
 	if kind != RefCertificate && kind != RefRequest {
 		return fmt.Errorf("acmeacct: unknown reference kind %q", kind)
 	}
+	rec, _, err := s.load(ctx, userID, id)
+	if err != nil {
+		return err
+	}
+	if delta > 0 && (rec.Status == StatusDisabled || rec.Status == StatusFailed) {
+		return apperr.New(apperr.Conflict, "ACME account %d is %s and cannot be used", id, rec.Status)
+	}
 	pause := time.Millisecond
 	for range referenceAttempts {
-		rec, it, err := s.load(ctx, userID, id)
+		shard := rand.IntN(refShards)
+		if delta < 0 {
+			// Take back from a shard that holds some.
+			if shard, err = s.shardWith(ctx, userID, id, kind); err != nil {
+				return err
+			}
+			if shard < 0 {
+				return nil // nothing counted: stays at zero
+			}
+		}
+		var counts refCounts
+		it, err := store.GetJSON(ctx, s.st, refKey(userID, id, shard), &counts)
+		cond := store.IfVersion(it.Version)
+		if errors.Is(err, store.ErrNotFound) {
+			counts, cond = refCounts{}, store.IfAbsent
+		} else if err != nil {
+			return fmt.Errorf("acmeacct: read references: %w", err)
+		}
+		counts[kind] = max(counts[kind]+delta, 0)
+		next, err := store.JSONItem(refKey(userID, id, shard), counts)
 		if err != nil {
 			return err
 		}
-		if delta > 0 && (rec.Status == StatusDisabled || rec.Status == StatusFailed) {
-			return apperr.New(apperr.Conflict, "ACME account %d is %s and cannot be used", id, rec.Status)
-		}
-		if kind == RefCertificate {
-			rec.RefCerts = max(rec.RefCerts+delta, 0)
-		} else {
-			rec.RefRequests = max(rec.RefRequests+delta, 0)
-		}
-		next, err := store.JSONItem(it.Key, rec)
-		if err != nil {
-			return err
-		}
-		if _, err = s.st.Put(ctx, next, store.IfVersion(it.Version)); !errors.Is(err, store.ErrConditionFailed) {
+		err = s.st.Transact(ctx, []store.Write{store.CheckWrite(accountKey(userID, id), store.IfExists), store.PutWrite(next, cond)})
+		var txErr *store.TxError
+		switch {
+		case errors.As(err, &txErr) && txErr.Index == 0:
+			return apperr.New(apperr.NotFound, "ACME account %d not found", id)
+		case !errors.Is(err, store.ErrConditionFailed):
 			return err
 		}
 		t := time.NewTimer(pause/2 + time.Duration(rand.Int64N(int64(pause))))
@@ -460,6 +536,26 @@ func (s *Service) Reference(ctx context.Context, userID, id int64, kind RefKind,
 		pause = min(2*pause, 50*time.Millisecond)
 	}
 	return apperr.New(apperr.Conflict, "ACME account %d is being changed concurrently; try again", id)
+}
+
+// shardWith returns a shard holding a count of kind, or -1 if none does.
+func (s *Service) shardWith(ctx context.Context, userID, id int64, kind RefKind) (int, error) {
+	start := rand.IntN(refShards)
+	for j := range refShards {
+		i := (start + j) % refShards
+		var counts refCounts
+		_, err := store.GetJSON(ctx, s.st, refKey(userID, id, i), &counts)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("acmeacct: read references: %w", err)
+		}
+		if counts[kind] > 0 {
+			return i, nil
+		}
+	}
+	return -1, nil
 }
 
 // referenceAttempts bounds Reference's retries of a contended count.

@@ -370,7 +370,7 @@ func TestConcurrentCreatesCountEveryCertificate(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
 	acct := r.account(1, "busy@example.com")
-	const n = 12
+	const n = 100 // "100 certificates requested at once" (issue 5)
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
