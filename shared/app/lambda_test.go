@@ -51,7 +51,7 @@ func lambdaApp(t *testing.T) *app.App {
 
 // lambdaEnv creates the stack's resources in moto and sets the function
 // environment that points at them.
-func lambdaEnv(t *testing.T) {
+func lambdaEnv(t testing.TB) {
 	t.Helper()
 	ctx := context.Background()
 	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
