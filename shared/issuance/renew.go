@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/certfleet/certfleet/shared/apperr"
+	"github.com/certfleet/certfleet/shared/events"
 	"github.com/certfleet/certfleet/shared/queue"
 	"github.com/certfleet/certfleet/shared/renewal"
+	"github.com/certfleet/certfleet/shared/store"
 )
 
 // KindRenewalCheck is the queue message kind of a renewal check, to
@@ -25,6 +27,15 @@ const KindRenewalCheck = "renewal.check"
 // for again when the CA gives no Retry-After (Let's Encrypt suggests six
 // hours): a CA may move the window earlier, e.g. ahead of a revocation.
 const ARICheckEvery = 6 * time.Hour
+
+// RenewalRetryAfter is when a certificate whose renewal was started is
+// looked at again if that renewal failed: at most one renewal attempt an
+// hour per certificate.
+const RenewalRetryAfter = time.Hour
+
+// ExpiringWithin is how close to its expiry a certificate still not
+// renewed is announced (events.Expiring).
+const ExpiringWithin = 14 * 24 * time.Hour
 
 // renewalMessage is the body of a renewal check.
 type renewalMessage struct {
@@ -56,7 +67,7 @@ func (s *Service) RenewalCheck(ctx context.Context, d queue.Delivery) error {
 		s.log.Error("issuance: malformed renewal check; dropped", "id", d.ID)
 		return nil
 	}
-	due, plan, next, err := s.planRenewal(ctx, m.UserID, m.CertID)
+	due, plan, next, cur, err := s.planRenewal(ctx, m.UserID, m.CertID)
 	switch code := apperr.CodeOf(err); {
 	case err == nil:
 	case code == apperr.NotFound || code == apperr.Conflict:
@@ -65,8 +76,16 @@ func (s *Service) RenewalCheck(ctx context.Context, d queue.Delivery) error {
 	default:
 		return err
 	}
+	if err := s.warnExpiring(ctx, cur); err != nil {
+		return err
+	}
 	if !due {
 		return s.certs.PlanRenewal(ctx, m.UserID, m.CertID, plan, next)
+	}
+	// Look again in RenewalRetryAfter: the renewal's issue may fail, and
+	// a renewed certificate records a new plan anyway.
+	if err := s.certs.PlanRenewal(ctx, m.UserID, m.CertID, plan, s.now().Add(RenewalRetryAfter)); err != nil {
+		return err
 	}
 	is, err := s.Start(ctx, m.UserID, m.CertID)
 	if apperr.CodeOf(err) == apperr.RateLimit {
@@ -85,21 +104,20 @@ func (s *Service) RenewalCheck(ctx context.Context, d queue.Delivery) error {
 // for it and says whether the renewal is due, when it is planned, and
 // when to check again. Errors: NotFound, Conflict (not issued, revoked:
 // nothing to renew); others transient.
-func (s *Service) planRenewal(ctx context.Context, userID, certID int64) (due bool, plan, next time.Time, err error) {
+func (s *Service) planRenewal(ctx context.Context, userID, certID int64) (due bool, plan, next time.Time, cur issueRecord, err error) {
 	spec, err := s.certs.Spec(ctx, userID, certID)
 	if err != nil {
-		return false, plan, next, err
+		return false, plan, next, cur, err
 	}
 	if spec.IssueID == 0 || spec.Revoked {
-		return false, plan, next, apperr.New(apperr.Conflict, "certificate %d has no current certificate to renew", certID)
+		return false, plan, next, cur, apperr.New(apperr.Conflict, "certificate %d has no current certificate to renew", certID)
 	}
-	cur, _, err := s.load(ctx, userID, certID, spec.IssueID)
-	if err != nil {
-		return false, plan, next, err
+	if cur, _, err = s.load(ctx, userID, certID, spec.IssueID); err != nil {
+		return false, plan, next, cur, err
 	}
 	leaf, err := leafOf(cur.ChainPEM)
 	if err != nil {
-		return false, plan, next, apperr.New(apperr.Conflict, "issue %d holds no certificate", cur.ID)
+		return false, plan, next, cur, apperr.New(apperr.Conflict, "issue %d holds no certificate", cur.ID)
 	}
 	now := s.now()
 	next = now.Add(ARICheckEvery)
@@ -117,7 +135,28 @@ func (s *Service) planRenewal(ctx context.Context, userID, certID int64) (due bo
 		}
 	}
 	plan = renewal.Plan(leaf.NotBefore, leaf.NotAfter, window, now, nil).Truncate(time.Second)
-	return !plan.After(now), plan, earliest(plan, next), nil
+	return !plan.After(now), plan, earliest(plan, next), cur, nil
+}
+
+// warnExpiring appends the certificate.expiring event, once per issued
+// certificate, when it expires within ExpiringWithin (its renewal has not
+// happened in time).
+func (s *Service) warnExpiring(ctx context.Context, cur issueRecord) error {
+	if cur.NotAfter.IsZero() || cur.NotAfter.Sub(s.now()) > ExpiringWithin {
+		return nil
+	}
+	ev, err := events.Write(events.Event{Type: events.Expiring, UserID: cur.UserID, CertID: cur.CertID, IssueID: cur.ID,
+		At: s.now(), Detail: "expires at " + cur.NotAfter.Format(time.RFC3339)})
+	if err != nil {
+		return err
+	}
+	once := store.Item{Key: store.Key{Table: Table, PK: userPK(cur.UserID), SK: fmt.Sprintf("expiring#%019d", cur.ID)},
+		Value: []byte("1"), ExpiresAt: cur.NotAfter.Add(events.Retention)}
+	err = s.st.Transact(ctx, []store.Write{store.PutWrite(once, store.IfAbsent), ev})
+	if errors.Is(err, store.ErrConditionFailed) {
+		return nil // told already
+	}
+	return err
 }
 
 // earliest returns the earlier of a and b.

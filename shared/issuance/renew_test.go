@@ -118,3 +118,43 @@ func TestBudget(t *testing.T) {
 		t.Fatalf("issue %+v", is)
 	}
 }
+
+// TestExpiringAndRetryPace: a certificate close to expiry is announced
+// once, and a started renewal is looked at again only after
+// RenewalRetryAfter (a failing renewal is retried hourly, not every scan).
+func TestExpiringAndRetryPace(t *testing.T) {
+	t.Parallel()
+	r := startRig(t)
+	ctx := context.Background()
+	sent := &captureSender{}
+	svc := issuance.New(r.parts.Store, r.parts.Sealer, sent, r.ca, fakeAccounts{1: r.acct}, r.certs,
+		issuance.Config{MaxAttempts: 5, Log: r.parts.Log})
+	r.certs.add(1, issuance.CertSpec{Names: []string{"expiring.certfleet.test"}, AcctID: 1})
+	if _, err := svc.Start(ctx, userID, 1); err != nil {
+		t.Fatal(err)
+	}
+	sent.runAll(ctx, svc)
+
+	// 80 days on, the 90-day certificate has not been renewed.
+	later := time.Now().Add(80 * 24 * time.Hour)
+	old := issuance.New(r.parts.Store, r.parts.Sealer, sent, r.ca, fakeAccounts{1: r.acct}, r.certs,
+		issuance.Config{MaxAttempts: 5, Log: r.parts.Log, Now: func() time.Time { return later }})
+	for range 2 {
+		if err := renewalCheck(t, old, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log, _ := events.New(r.parts.Store).After(ctx, userID, "", 0)
+	expiring := 0
+	for _, ev := range log {
+		if ev.Type == events.Expiring {
+			expiring++
+		}
+	}
+	if expiring != 1 {
+		t.Errorf("%d expiring events for one certificate checked twice", expiring)
+	}
+	if got := r.certs.get(1).CheckAt; got.Sub(later.Add(issuance.RenewalRetryAfter)).Abs() > time.Second {
+		t.Errorf("next check %s after starting a renewal, want %s", got, later.Add(issuance.RenewalRetryAfter))
+	}
+}
