@@ -284,3 +284,25 @@ func (s *Service) revokeFamily(ctx context.Context, familyID, reason string) err
 	}
 	return fmt.Errorf("devicetoken: revoke token family: it kept changing under %d attempts", maxRefreshAttempts)
 }
+
+// RevokeDevice revokes every refresh token family of the device (it was
+// deleted): none of its refresh tokens works again. Its access tokens
+// stay valid until they expire; device endpoints also check that the
+// device still exists.
+func (s *Service) RevokeDevice(ctx context.Context, deviceID int64) error {
+	q := store.Query{Table: Table, Index: familyIndex, PK: familyIndexKey(deviceID, "").PK, Limit: store.MaxQueryLimit}
+	for {
+		page, err := s.st.Query(ctx, q)
+		if err != nil {
+			return fmt.Errorf("devicetoken: list the device's token families: %w", err)
+		}
+		for _, it := range page.Items {
+			if err := s.revokeFamily(ctx, strings.TrimPrefix(it.PK, "refresh-family#"), "device deleted"); err != nil {
+				return err
+			}
+		}
+		if q.Cursor = page.Cursor; q.Cursor == "" {
+			return nil
+		}
+	}
+}

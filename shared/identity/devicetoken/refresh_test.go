@@ -270,3 +270,35 @@ func TestRefreshItemsExpireInTheStore(t *testing.T) {
 		t.Fatalf("signing key expires at %v (%v)", it.ExpiresAt, err)
 	}
 }
+
+func TestRevokeDevice(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	svc := r.service(devicetoken.Config{})
+	a, err := svc.Issue(ctx, 5, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := svc.Issue(ctx, 5, 6) // a second family of the same device
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := svc.Issue(ctx, 7, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.RevokeDevice(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []string{a.RefreshToken, b.RefreshToken} {
+		if _, err := svc.Refresh(ctx, tok); apperr.CodeOf(err) != apperr.Unauthorized {
+			t.Errorf("refresh of a deleted device's token: %v", err)
+		}
+	}
+	if _, err := svc.Refresh(ctx, other.RefreshToken); err != nil {
+		t.Errorf("another device's token: %v", err)
+	}
+	if err := svc.RevokeDevice(ctx, 99); err != nil {
+		t.Errorf("a device without tokens: %v", err)
+	}
+}
