@@ -17,6 +17,7 @@ import (
 	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/certs"
 	"github.com/certfleet/certfleet/shared/config"
+	"github.com/certfleet/certfleet/shared/devices"
 	"github.com/certfleet/certfleet/shared/dnsprov"
 	"github.com/certfleet/certfleet/shared/httpapi"
 	"github.com/certfleet/certfleet/shared/identity"
@@ -60,6 +61,9 @@ type App struct {
 	// Certs is certificate records; Issuance issues them (the step machine).
 	Certs    *certs.Service
 	Issuance *issuance.Service
+	// Devices is the device registry; DeviceGrant onboards devices.
+	Devices     *devices.Service
+	DeviceGrant *devices.Grant
 	// DNSProviders is users' DNS provider credentials, which
 	// dns-01-provider certificates name.
 	DNSProviders *dnsprov.Service
@@ -94,13 +98,14 @@ func (a *App) wireServices(m mail.Sender, o options) error {
 		return err
 	}
 	a.wireCerts()
+	a.wireDevices()
 	return a.wireIssuance(o)
 }
 
 // Groups is every route group, in mount order.
 func (a *App) Groups() []httpapi.Group {
 	return []httpapi.Group{a.healthGroup(), a.authGroup(), a.acmeAccountsGroup(), a.acmeAPIGroup(), a.certificatesGroup(),
-		a.issuesGroup(), a.challengeGroup()}
+		a.issuesGroup(), a.challengeGroup(), a.devicesGroup()}
 }
 
 // Handler serves every route group on one router (the local shape).

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/app"
 	"github.com/certfleet/certfleet/shared/certs"
+	"github.com/certfleet/certfleet/shared/devices"
 	"github.com/certfleet/certfleet/shared/dnsprov"
 	"github.com/certfleet/certfleet/shared/httpapi"
 	"github.com/certfleet/certfleet/shared/identity"
@@ -85,11 +87,18 @@ func TestIsolationSweep(t *testing.T) {
 		ValidationMethod: certs.MethodDNS01Provider, DNSProviderID: dnsB.ID}); err != nil {
 		t.Fatal(err)
 	}
-	secrets := []string{marker, "b@example.com", "b-acme@example.com", "b-private.example", "b-private-dns", dnsSecret}
+	const devicePublicID = "b0b0b0b0-0000-4000-8000-00000000000b"
+	devB, _, err := a.Devices.Register(ctx, userB.ID, devices.Registration{PublicID: devicePublicID, Name: "b-private-device",
+		PublicKeyB64: base64.StdEncoding.EncodeToString(make([]byte, 32))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := []string{marker, "b@example.com", "b-acme@example.com", "b-private.example", "b-private-dns", dnsSecret, "b-private-device"}
 
 	// B's object ids by parameter or field name; other ids get "1".
 	bIDs := map[string]string{httpapi.UserPathParam: fmt.Sprint(userB.ID), "apikey_id": keyB.ID,
-		"acme_account_id": fmt.Sprint(acctB.ID), "certificate_id": fmt.Sprint(certB.ID), "dns_provider_id": fmt.Sprint(dnsB.ID)}
+		"acme_account_id": fmt.Sprint(acctB.ID), "certificate_id": fmt.Sprint(certB.ID), "dns_provider_id": fmt.Sprint(dnsB.ID),
+		"device_id": fmt.Sprint(devB.ID), "device_public_id": devicePublicID}
 	body, _ := json.Marshal(map[string]any{
 		"id": acctB.ID, "accountId": acctB.ID, "account_id": acctB.ID, "user_id": userB.ID, "userId": userB.ID,
 		"providerId": acctB.ProviderID, "is_default": true, "status": "disabled", "dns_provider_id": dnsB.ID,
@@ -177,7 +186,9 @@ func TestIsolationSweep(t *testing.T) {
 		t.Fatalf("the sweep found only %d routes naming objects and %d GETs: is route discovery broken?", named, len(before))
 	}
 	for _, path := range []string{"/apiv1/users/{user_id}/apikeys", "/api/v1/acme/accounts", "/apiv1/users/{user_id}/certificates",
-		"/apiv1/users/{user_id}/dns-providers", "/apiv1/users/{user_id}/dns-providers/{dns_provider_id}"} {
+		"/apiv1/users/{user_id}/dns-providers", "/apiv1/users/{user_id}/dns-providers/{dns_provider_id}",
+		"/apiv1/users/{user_id}/devices", "/apiv1/users/{user_id}/devices/{device_id}",
+		"/apiv1/users/{user_id}/devices/by-public-id/{device_public_id}"} {
 		if !strings.Contains(before[path], "b-") {
 			t.Fatalf("B's own view of %s shows none of B's objects, so the sweep could not see a leak: %s", path, before[path])
 		}

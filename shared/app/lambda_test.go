@@ -150,6 +150,7 @@ func TestReplayRouteGroupEvents(t *testing.T) {
 		{"acmeapi.json", a.AcmeAPIHandler(), 200, `"name":"letsencrypt"`},
 		{"certificates.json", a.CertificatesHandler(), 401, `"code":5018`},
 		{"issues.json", a.IssuesHandler(), 401, `"code":5018`},
+		{"devices.json", a.DevicesHandler(), 200, `"user_code":`},
 		{"challenge.json", a.ChallengeHandler(), 404, ``},
 	} {
 		var ev events.APIGatewayV2HTTPRequest

@@ -29,4 +29,7 @@ var Tables = []store.TableSpec{
 	// active-issue marker, HTTP-01 and TLS-ALPN-01 answers, which expire,
 	// and each user's event log (package events), which expires too.
 	{Name: "issuance"},
+	// devices holds users' devices (their X25519 public keys) with the
+	// uniqueness of each device_public_id per user.
+	{Name: "devices"},
 }

@@ -29,6 +29,7 @@ var Catalog = []Scope{
 	{"dns_providers", []string{"read", "create", "update", "delete"}, "DNS provider credentials for DNS-01 validation (values are never returned)"},
 	{"cas", []string{"read", "create", "update", "delete", "issue"}, "private certificate authorities"},
 	{"devices", []string{"read", "create", "update", "delete"}, "devices that receive certificates"},
+	{"ForDeviceAuthenticate", []string{"authenticate", "validate", "revoke"}, "registering devices with an API key (cert-ctrl login --apikey)"},
 	{"domains", []string{"read", "create", "update", "delete"}, "domains and their validation"},
 	{"ForInstallConfigUpdate", []string{"update"}, "patching a device's install configuration"},
 	{"notifications", []string{"read", "update"}, "notification channels, subscriptions and inbox"},

@@ -194,6 +194,23 @@ ttl_enabled "${PREFIX}issuance" ||
 # ---------------------------------------------------------------- queues ----
 # Dead-letter queues first: a RedrivePolicy needs its target's ARN.
 
+# devices: users' devices (X25519 public keys) and the uniqueness of each
+# device_public_id per user.
+table_exists "${PREFIX}devices" ||
+  awslocal dynamodb create-table \
+    --table-name "${PREFIX}devices" \
+    --billing-mode PAY_PER_REQUEST \
+    --attribute-definitions \
+      AttributeName=pk,AttributeType=S \
+      AttributeName=sk,AttributeType=S \
+    --key-schema AttributeName=pk,KeyType=HASH AttributeName=sk,KeyType=RANGE \
+    >/dev/null
+ttl_enabled "${PREFIX}devices" ||
+  awslocal dynamodb update-time-to-live \
+    --table-name "${PREFIX}devices" \
+    --time-to-live-specification Enabled=true,AttributeName=ttl \
+    >/dev/null
+
 # issuance-dlq: issuance messages that failed maxReceiveCount times; the
 # worker reads it too (visibility 720 s, at least 6 x its timeout).
 queue_url "${PREFIX}issuance-dlq" >/dev/null ||
