@@ -63,20 +63,9 @@ type run struct {
 // the last attempt (Config.MaxAttempts) marks the issue failed, deletes its
 // HTTP-01 tokens and returns nil.
 func (s *Service) Step(ctx context.Context, d queue.Delivery) error {
-	var m message
-	if err := json.Unmarshal(d.Body, &m); err != nil || m.UserID <= 0 || m.CertID <= 0 || m.IssueID <= 0 {
-		s.log.Error("issuance: malformed step message; dropped", "id", d.ID, "kind", d.Kind)
-		return nil
-	}
-	rec, it, err := s.load(ctx, m.UserID, m.CertID, m.IssueID)
-	if apperr.CodeOf(err) == apperr.NotFound {
-		return nil
-	}
-	if err != nil {
+	m, rec, it, ok, err := s.pendingIssue(ctx, d)
+	if !ok {
 		return err
-	}
-	if rec.Status != StatusPending {
-		return nil // done
 	}
 	if rec.Seq != m.Seq {
 		if d.Attempt > 1 && rec.Seq > m.Seq {
@@ -168,6 +157,25 @@ func (s *Service) claimOrder(ctx context.Context, r *run) error {
 		return err
 	}
 	return nil
+}
+
+// pendingIssue reads the issue a step message is about; ok is false
+// (with a nil error) when there is nothing to do: a malformed message
+// (logged and dropped), an issue gone or no longer pending.
+func (s *Service) pendingIssue(ctx context.Context, d queue.Delivery) (message, issueRecord, store.Item, bool, error) {
+	var m message
+	if err := json.Unmarshal(d.Body, &m); err != nil || m.UserID <= 0 || m.CertID <= 0 || m.IssueID <= 0 {
+		s.log.Error("issuance: malformed step message; dropped", "id", d.ID, "kind", d.Kind)
+		return m, issueRecord{}, store.Item{}, false, nil
+	}
+	rec, it, err := s.load(ctx, m.UserID, m.CertID, m.IssueID)
+	if apperr.CodeOf(err) == apperr.NotFound {
+		return m, rec, it, false, nil
+	}
+	if err != nil {
+		return m, rec, it, false, err
+	}
+	return m, rec, it, rec.Status == StatusPending, nil
 }
 
 // do runs the issue's current step on r.rec (unsaved) and says which step
@@ -760,19 +768,9 @@ func (s *Service) send(ctx context.Context, rec issueRecord, delay time.Duration
 // timed out each time). The issue, if the message is still its current
 // step, is marked failed, saying so; anything else is left alone.
 func (s *Service) Abandon(ctx context.Context, d queue.Delivery) error {
-	var m message
-	if err := json.Unmarshal(d.Body, &m); err != nil || m.UserID <= 0 || m.CertID <= 0 || m.IssueID <= 0 {
-		return nil
-	}
-	rec, it, err := s.load(ctx, m.UserID, m.CertID, m.IssueID)
-	if apperr.CodeOf(err) == apperr.NotFound {
-		return nil
-	}
-	if err != nil {
+	m, rec, it, ok, err := s.pendingIssue(ctx, d)
+	if !ok || rec.Seq != m.Seq {
 		return err
-	}
-	if rec.Status != StatusPending || rec.Seq != m.Seq {
-		return nil
 	}
 	r := &run{rec: rec, it: it}
 	return s.fail(ctx, r, fmt.Sprintf("%s: the step failed on every one of %d deliveries without an answer (the worker crashed or timed out); see the worker's log", rec.Step, d.Attempt))
