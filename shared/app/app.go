@@ -67,6 +67,10 @@ type App struct {
 	// DNSProviders is users' DNS provider credentials, which
 	// dns-01-provider certificates name.
 	DNSProviders *dnsprov.Service
+	// Stream is the devices' update signal stream; InstallConfigs their
+	// install configs and reported agent versions.
+	Stream         *devices.Stream
+	InstallConfigs *devices.InstallConfigs
 	// ca is the ACME CA adapter the services share.
 	ca *acme.Client
 
@@ -105,7 +109,7 @@ func (a *App) wireServices(m mail.Sender, o options) error {
 // Groups is every route group, in mount order.
 func (a *App) Groups() []httpapi.Group {
 	return []httpapi.Group{a.healthGroup(), a.authGroup(), a.acmeAccountsGroup(), a.acmeAPIGroup(), a.certificatesGroup(),
-		a.issuesGroup(), a.challengeGroup(), a.devicesGroup()}
+		a.issuesGroup(), a.challengeGroup(), a.devicesGroup(), a.deviceSelfGroup()}
 }
 
 // Handler serves every route group on one router (the local shape).

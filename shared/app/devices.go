@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/certfleet/certfleet/shared/devices"
@@ -10,13 +11,35 @@ import (
 
 // wireDevices builds the device registry and the device authorization
 // grant, whose verification page is under the public URL.
+// A deleted device's update stream is closed and its assignments are
+// forgotten; a device that re-registers with another key gets its
+// certificates wrapped to the new key. Install configs and assignments
+// signal devices through the stream.
 func (a *App) wireDevices() {
-	a.Devices = devices.New(a.Store, a.DeviceTokens, devices.Config{Log: a.Log})
+	a.Stream = devices.NewStream(a.Store, devices.StreamConfig{})
+	a.Devices = devices.New(a.Store, a.DeviceTokens, devices.Config{Log: a.Log,
+		OnDelete: func(ctx context.Context, userID, deviceID int64) error {
+			if err := a.Stream.Close(ctx, deviceID); err != nil {
+				return err
+			}
+			return a.Assignments(a.Stream).ForgetDevice(ctx, userID, deviceID)
+		},
+		OnKeyChange: func(ctx context.Context, userID, deviceID int64) error {
+			return a.Assignments(a.Stream).RewrapDevice(ctx, userID, deviceID)
+		},
+	})
 	a.DeviceGrant = devices.NewGrant(a.Store, devices.GrantConfig{VerificationURI: a.Config.PublicURL + "/device"})
+	a.InstallConfigs = a.NewInstallConfigs(a.Stream)
 }
 
+// devicesGroup is device onboarding and management with the user's
+// certificate assignments and install configs.
 func (a *App) devicesGroup() httpapi.Group {
-	return certctrl.DevicesGroup(certctrl.DeviceDeps{Devices: a.Devices, Grant: a.DeviceGrant, Tokens: a.DeviceTokens, Guard: a.Guard})
+	g := certctrl.DevicesGroup(certctrl.DeviceDeps{Devices: a.Devices, Grant: a.DeviceGrant, Tokens: a.DeviceTokens, Guard: a.Guard})
+	g.Routes = append(g.Routes, a.DeviceCertUserRoutes(a.Stream)...)
+	g.Routes = append(g.Routes, a.InstallConfigUserRoutes(a.InstallConfigs)...)
+	g.Routes = certctrl.MergeDeviceGets(g.Routes)
+	return g
 }
 
 // DevicesHandler serves device onboarding and management (its Lambda).

@@ -29,7 +29,7 @@ func (a *App) wireIssuance(o options) error {
 	}
 	a.Issuance = issuance.New(a.Store, a.Sealer, a.Queue, a.ca, records.Accounts{ACME: a.ACME}, records.Certs{Certs: a.Certs, ACME: a.ACME},
 		issuance.Config{MaxAttempts: a.Config.QueueMaxReceives, MaxInFlightPerCA: a.Config.CAMaxInFlight, Log: a.Log,
-			Budgets: map[string]*renewal.Budget{"letsencrypt": budget}, Solvers: solvers})
+			Budgets: map[string]*renewal.Budget{"letsencrypt": budget}, Solvers: solvers, OnIssued: a.RewrapOnIssued(a.Stream)})
 	for _, k := range issuance.Kinds {
 		a.Steps.Register(k, a.Issuance.Step)
 	}

@@ -151,6 +151,7 @@ func TestReplayRouteGroupEvents(t *testing.T) {
 		{"certificates.json", a.CertificatesHandler(), 401, `"code":5018`},
 		{"issues.json", a.IssuesHandler(), 401, `"code":5018`},
 		{"devices.json", a.DevicesHandler(), 200, `"user_code":`},
+		{"deviceself.json", a.DeviceSelfHandler(), 401, `"code":5018`},
 		{"challenge.json", a.ChallengeHandler(), 404, ``},
 	} {
 		var ev events.APIGatewayV2HTTPRequest

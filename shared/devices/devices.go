@@ -1,14 +1,20 @@
-// Package devices is the servers and appliances that use certificates:
-// their registration by the cert-ctrl agent (an X25519 public key whose
-// BLAKE2b-256 is the device's key fingerprint, cert-ctrl device protocol
-// §1.2) and the device authorization grant that onboards the agent
-// (grant.go, protocol §1.1).
+// Package devices is the servers and appliances that use certificates
+// (cert-ctrl device protocol, ../shared/protocol/): their registration by
+// the agent (an X25519 public key whose BLAKE2b-256 is the device's key
+// fingerprint, §1.2), the device authorization grant that onboards it
+// (grant.go, §1.1), each device's update signal stream (stream.go, §2),
+// certificate assignments with their keys wrapped to devices (assign.go,
+// wrap.go, §3) and install configs with the agent's notify (installconfig.go,
+// §4).
 //
-// Store layout (table Table):
+// Store layout (table Table; each file documents its own keys):
 //
-//	user#<user>  device#<019d id>        a device
+//	user#<user>  device#<019d id>          a device
 //	user#<user>  pubid#<device_public_id>  the device id of a public id
-//	user#<user>  count                   how many devices the user has
+//	user#<user>  count                     how many devices the user has
+//	user#<user>  assign#..., wrap#...      assignments and key wraps
+//	user#<user>  install#..., agentver#... install configs, agent versions
+//	stream#<device>  <cursor> | head       the device's signals
 //
 // Device ids come from the counter meta/counter/devices. A user never
 // reaches another user's device: every key is under the user's partition.

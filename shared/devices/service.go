@@ -1,6 +1,7 @@
 package devices
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,8 +23,13 @@ type TokenRevoker interface {
 type Config struct {
 	// MaxPerUser bounds a user's devices; 0 means DefaultMaxPerUser.
 	MaxPerUser int
-	Now        func() time.Time
-	Log        *slog.Logger
+	// OnDelete, when set, is called after a device is deleted (its update
+	// stream closed, its assignments forgotten); OnKeyChange after a
+	// device re-registers with another key (its certificates rewrapped).
+	// Their errors are logged: the device change stands.
+	OnDelete, OnKeyChange func(ctx context.Context, userID, deviceID int64) error
+	Now                   func() time.Time
+	Log                   *slog.Logger
 }
 
 // Service is the device registry. Safe for concurrent use.
@@ -97,6 +103,7 @@ func (s *Service) update(ctx context.Context, userID int64, reg Registration, pk
 	if err != nil {
 		return Device{}, false, fmt.Errorf("devices: read device %d: %w", id, err)
 	}
+	keyChanged := !bytes.Equal(d.PublicKey, pk)
 	d.apply(reg, pk)
 	d.UpdatedAt = s.now()
 	next, err := store.JSONItem(it.Key, d)
@@ -111,6 +118,9 @@ func (s *Service) update(ctx context.Context, userID int64, reg Registration, pk
 	}
 	if err != nil {
 		return Device{}, false, fmt.Errorf("devices: update device %d: %w", id, err)
+	}
+	if keyChanged {
+		s.after(ctx, s.cfg.OnKeyChange, "key change", userID, id)
 	}
 	return d, true, nil
 }
@@ -248,8 +258,19 @@ func (s *Service) Delete(ctx context.Context, userID, id int64) error {
 		return fmt.Errorf("devices: delete device %d: %w", id, err)
 	}
 	s.uncount(ctx, userID)
+	s.after(ctx, s.cfg.OnDelete, "delete", userID, id)
 	if err := s.tokens.RevokeDevice(ctx, id); err != nil {
 		return fmt.Errorf("devices: device %d deleted, but revoking its tokens failed: %w", id, err)
 	}
 	return nil
+}
+
+// after runs a hook of a device change, logging its failure.
+func (s *Service) after(ctx context.Context, hook func(context.Context, int64, int64) error, what string, userID, deviceID int64) {
+	if hook == nil {
+		return
+	}
+	if err := hook(ctx, userID, deviceID); err != nil {
+		s.cfg.Log.Error("devices: the follow-up of a device change failed", "change", what, "device", deviceID, "err", err)
+	}
 }

@@ -70,7 +70,15 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 
 // WriteErrorBody is WriteError with params for the envelope.
 func WriteErrorBody(w http.ResponseWriter, r *http.Request, err error, params map[string]any) {
-	status, code := Status(err)
+	_, code := Status(err)
+	WriteErrorCode(w, r, err, code, params)
+}
+
+// WriteErrorCode is WriteErrorBody with a route's own numeric error.code in
+// place of the table's (the HTTP status still comes from the table): the
+// updates poll's 40901 cursor gap.
+func WriteErrorCode(w http.ResponseWriter, r *http.Request, err error, code int, params map[string]any) {
+	status, _ := Status(err)
 	if apperr.CodeOf(err) == apperr.Internal {
 		LoggerFrom(r.Context()).Error("request failed", "err", err)
 	}

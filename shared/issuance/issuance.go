@@ -171,6 +171,10 @@ type Config struct {
 	// MaxInFlightPerCA bounds the requests this process sends to one CA
 	// at once; 0 means no bound.
 	MaxInFlightPerCA int
+	// OnIssued, when set, is called once an issue is stored issued (a
+	// renewal included), e.g. to wrap the new key for the certificate's
+	// devices. It must not fail the issue: it logs its own errors.
+	OnIssued func(ctx context.Context, userID, certID, issueID int64)
 	// Budgets bound how many certificates each CA provider (by name) is
 	// asked for per week (Let's Encrypt's limits for "letsencrypt"); a
 	// Start over budget is an apperr RateLimit saying when it frees up.

@@ -740,6 +740,9 @@ func (s *Service) persist(ctx context.Context, r *run) error {
 			}
 			it.Version = r.it.Version + 1
 			r.it = it
+			if r.rec.Status == StatusIssued && s.cfg.OnIssued != nil {
+				s.cfg.OnIssued(ctx, r.rec.UserID, r.rec.CertID, r.rec.ID)
+			}
 			return nil
 		}
 	}

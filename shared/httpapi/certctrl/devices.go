@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
 
 	"github.com/certfleet/certfleet/shared/apperr"
@@ -289,4 +290,66 @@ func (rt deviceRoutes) delete(_ http.ResponseWriter, r *http.Request) (int, any,
 		return 0, nil, err
 	}
 	return http.StatusNoContent, nil, rt.Devices.Delete(r.Context(), httpapi.TargetUser(r.Context()), id)
+}
+
+// deviceGet matches the GET routes one segment under a device:
+// ".../devices/{device_id}/<name>", ".../devices/{device_id}/{device_sub}"
+// and ".../devices/by-public-id/{device_public_id}".
+var deviceGet = regexp.MustCompile(`^(.*/devices/)(?:\{device_id\}/([a-z-]+|\{device_sub\})|(by-public-id)/\{device_public_id\})$`)
+
+// MergeDeviceGets joins the GET routes one segment under a device into one
+// route per path prefix, ".../devices/{device_id}/{device_sub}", which
+// dispatches by segment: net/http's mux refuses "devices/by-public-id/{x}"
+// beside "devices/{device_id}/install-config" (neither is more specific).
+// by-public-id goes to its route with {device_public_id} set; a named
+// segment to its route; anything else to a {device_sub} route if one was
+// given (it answers its own 404s), else 404.
+func MergeDeviceGets(rs []httpapi.Route) []httpapi.Route {
+	type byPrefix struct {
+		byPublicID, anySub http.Handler
+		named              map[string]http.Handler
+	}
+	var out []httpapi.Route
+	var prefixes []string
+	merged := map[string]*byPrefix{}
+	for _, r := range rs {
+		m := deviceGet.FindStringSubmatch(r.Path)
+		if r.Method != http.MethodGet || m == nil {
+			out = append(out, r)
+			continue
+		}
+		e, ok := merged[m[1]]
+		if !ok {
+			e = &byPrefix{named: map[string]http.Handler{}}
+			merged[m[1]] = e
+			prefixes = append(prefixes, m[1])
+		}
+		switch {
+		case m[3] != "":
+			e.byPublicID = r.Handler
+		case m[2] == "{device_sub}":
+			e.anySub = r.Handler
+		default:
+			e.named[m[2]] = r.Handler
+		}
+	}
+	for _, prefix := range prefixes {
+		e := merged[prefix]
+		out = append(out, httpapi.Route{Method: http.MethodGet, Path: prefix + "{" + deviceParam + "}/{device_sub}",
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				sub := r.PathValue("device_sub")
+				switch h, named := e.named[sub]; {
+				case r.PathValue(deviceParam) == "by-public-id" && e.byPublicID != nil:
+					r.SetPathValue("device_public_id", sub)
+					e.byPublicID.ServeHTTP(w, r)
+				case named:
+					h.ServeHTTP(w, r)
+				case e.anySub != nil:
+					e.anySub.ServeHTTP(w, r)
+				default:
+					httpapi.WriteError(w, r, apperr.New(apperr.NotFound, "no such route: %s", r.URL.Path))
+				}
+			})})
+	}
+	return out
 }

@@ -1,0 +1,370 @@
+package certctrl
+
+// Certificates on devices (cert-ctrl device protocol §3, §4.4): the user
+// assigns certificates to devices; a device reads the detail and the
+// deploy materials of the certificates assigned to it.
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/certfleet/certfleet/shared/apperr"
+	"github.com/certfleet/certfleet/shared/certs"
+	"github.com/certfleet/certfleet/shared/devices"
+	"github.com/certfleet/certfleet/shared/httpapi"
+	"github.com/certfleet/certfleet/shared/identity"
+	"github.com/certfleet/certfleet/shared/issuance"
+)
+
+// CertExporter gives a certificate's current certificate and chain
+// (issuance.Service). Errors: NotFound; Conflict with key NOT_ISSUED
+// before the first issue.
+type CertExporter interface {
+	Export(ctx context.Context, userID, certID int64, withKey bool) (issuance.Export, error)
+}
+
+// CertRecords reads certificate records (certs.Service). Errors: NotFound.
+type CertRecords interface {
+	Get(ctx context.Context, userID, id int64) (certs.Certificate, error)
+}
+
+// DeviceCertDeps is what the device certificate routes use.
+type DeviceCertDeps struct {
+	Assignments *devices.Assignments
+	Devices     *devices.Service
+	Certs       CertRecords
+	Export      CertExporter
+	Guard       *httpapi.Guard
+	// Verifier checks device access tokens (devicetoken.Service).
+	Verifier httpapi.DeviceVerifier
+}
+
+type deviceCertRoutes struct{ DeviceCertDeps }
+
+// deviceSubParam is the segment after devices/{device_id}/ on the user
+// routes. It is a wildcard, not the literal "certificates", because
+// GET devices/by-public-id/{device_public_id} and a literal
+// devices/{device_id}/certificates would overlap without either being
+// more specific, which net/http refuses; devicesSub answers anything but
+// "certificates" with 404.
+const deviceSubParam = "device_sub"
+
+// DeviceCertRoutes are DeviceCertUserRoutes and DeviceCertSelfRoutes.
+func DeviceCertRoutes(d DeviceCertDeps) []httpapi.Route {
+	return append(DeviceCertUserRoutes(d), DeviceCertSelfRoutes(d)...)
+}
+
+// DeviceCertUserRoutes are the user's routes (under
+// /apiv1/users/{user_id}/ and /apiv1/me/):
+//
+//	POST   devices/{device_id}/certificates {"certificate_id": N}   assign (201 new, 200 again; certificates:assign)
+//	GET    devices/{device_id}/certificates                          the device's assignments (devices:read)
+//	DELETE devices/{device_id}/certificates/{certificate_id}         unassign (204; certificates:assign)
+//	POST   certificate-assign {"device_public_id", "certificate_id"?} the API-key automation of §4.4 (certificates:assign)
+//
+// A user reaches only their own devices and certificates (404).
+func DeviceCertUserRoutes(d DeviceCertDeps) []httpapi.Route {
+	rt := deviceCertRoutes{d}
+	assign := httpapi.Scope{ObType: "certificates", Action: "assign"}
+	var rs []httpapi.Route
+	for _, r := range []struct {
+		method, suffix string
+		scope          httpapi.Scope
+		h              http.Handler
+	}{
+		{"POST", "devices/{" + deviceParam + "}/{" + deviceSubParam + "}", assign, rt.devicesSub(rt.assign)},
+		{"GET", "devices/{" + deviceParam + "}/{" + deviceSubParam + "}",
+			httpapi.Scope{ObType: "devices", Action: "read", ObIDParam: deviceParam}, rt.devicesSub(rt.list)},
+		{"DELETE", "devices/{" + deviceParam + "}/certificates/{" + certificateParam + "}",
+			httpapi.Scope{ObType: "certificates", Action: "assign", ObIDParam: certificateParam}, httpapi.Endpoint(rt.unassign)},
+		{"POST", "certificate-assign", assign, httpapi.Endpoint(rt.automationAssign)},
+	} {
+		rs = append(rs, userRoutes(d.Guard, r.method, r.suffix, r.scope, r.h)...)
+	}
+	return rs
+}
+
+// DeviceCertSelfRoutes are the device's routes, behind its access token
+// (httpapi.DeviceAuth with d.Verifier), for the /apiv1/devices/self/*
+// group:
+//
+//	GET /apiv1/devices/self/certificates/{certificate_id}                   the detail (never a key)
+//	GET /apiv1/devices/self/certificates/{certificate_id}/deploy-materials  the key, wrapped to the device (§3.3-§3.5)
+//
+// A device reads only the certificates assigned to it (404 otherwise); a
+// device that is gone or not active is refused (403).
+func DeviceCertSelfRoutes(d DeviceCertDeps) []httpapi.Route {
+	rt := deviceCertRoutes{d}
+	self := "/apiv1/devices/self/certificates/{" + certificateParam + "}"
+	return []httpapi.Route{
+		{Method: "GET", Path: self, Handler: httpapi.DeviceAuth(d.Verifier, httpapi.Endpoint(rt.detail))},
+		{Method: "GET", Path: self + "/deploy-materials", Handler: httpapi.DeviceAuth(d.Verifier, httpapi.Endpoint(rt.materials))},
+	}
+}
+
+// devicesSub serves fn for devices/{device_id}/certificates only.
+func (rt deviceCertRoutes) devicesSub(fn httpapi.EndpointFunc) http.Handler {
+	return httpapi.Endpoint(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		if r.PathValue(deviceSubParam) != "certificates" {
+			return 0, nil, apperr.New(apperr.NotFound, "no route for %s %s", r.Method, r.URL.Path)
+		}
+		return fn(w, r)
+	})
+}
+
+// assignmentView is an assignment in this dialect (times in Unix
+// seconds). wrap_ready says the device's wrap of the key was made.
+type assignmentView struct {
+	DeviceID      int64 `json:"device_id"`
+	CertificateID int64 `json:"certificate_id"`
+	WrapReady     bool  `json:"wrap_ready"`
+	CreatedAt     int64 `json:"created_at"`
+	UpdatedAt     int64 `json:"updated_at"`
+}
+
+func viewAssignment(a devices.Assignment) assignmentView {
+	return assignmentView{DeviceID: a.DeviceID, CertificateID: a.CertID, WrapReady: a.WrapIssueID != 0 && len(a.EncDataKey) > 0,
+		CreatedAt: a.CreatedAt.Unix(), UpdatedAt: a.UpdatedAt.Unix()}
+}
+
+// mayAssign refuses an API key without certificates:assign on certID.
+func mayAssign(r *http.Request, certID int64) error {
+	p, _ := identity.PrincipalFrom(r.Context())
+	if !p.Allows("certificates", strconv.FormatInt(certID, 10), "assign") {
+		return apperr.New(apperr.Forbidden, "API key lacks permission certificates:assign on certificate %d", certID)
+	}
+	return nil
+}
+
+func (rt deviceCertRoutes) assign(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	deviceID, err := httpapi.PathID(r, deviceParam)
+	if err != nil {
+		return 0, nil, err
+	}
+	var req struct {
+		CertificateID int64 `json:"certificate_id"`
+	}
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
+		return 0, nil, err
+	}
+	if req.CertificateID <= 0 {
+		return 0, nil, apperr.InvalidField("certificate_id", "is required: the id of one of your certificates")
+	}
+	if err := mayAssign(r, req.CertificateID); err != nil {
+		return 0, nil, err
+	}
+	as, created, err := rt.Assignments.Assign(r.Context(), httpapi.TargetUser(r.Context()), deviceID, req.CertificateID)
+	if err != nil {
+		return 0, nil, err
+	}
+	if created {
+		return http.StatusCreated, viewAssignment(as), nil
+	}
+	return http.StatusOK, viewAssignment(as), nil
+}
+
+func (rt deviceCertRoutes) list(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	deviceID, err := httpapi.PathID(r, deviceParam)
+	if err != nil {
+		return 0, nil, err
+	}
+	ctx, userID := r.Context(), httpapi.TargetUser(r.Context())
+	if _, err := rt.Devices.Get(ctx, userID, deviceID); err != nil {
+		return 0, nil, err
+	}
+	list, err := rt.Assignments.List(ctx, userID, deviceID)
+	if err != nil {
+		return 0, nil, err
+	}
+	out := make([]assignmentView, len(list))
+	for i, as := range list {
+		out[i] = viewAssignment(as)
+	}
+	w.Header().Set("X-Total-Count", strconv.Itoa(len(out)))
+	return http.StatusOK, out, nil
+}
+
+func (rt deviceCertRoutes) unassign(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	deviceID, err := httpapi.PathID(r, deviceParam)
+	if err != nil {
+		return 0, nil, err
+	}
+	certID, err := certificateID(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	ctx, userID := r.Context(), httpapi.TargetUser(r.Context())
+	if _, err := rt.Devices.Get(ctx, userID, deviceID); err != nil {
+		return 0, nil, err
+	}
+	return http.StatusNoContent, nil, rt.Assignments.Unassign(ctx, userID, deviceID, certID)
+}
+
+// automationAssign is the agent's API-key automation (§4.4): assign to the
+// device of device_public_id the certificate certificate_id or, without
+// one, every certificate the API key is granted certificates:assign on by
+// id (a key made for one certificate assigns that one). A session, or a
+// key whose assign grant is "*", must name the certificate.
+func (rt deviceCertRoutes) automationAssign(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	var req struct {
+		PublicID      string `json:"device_public_id"`
+		CertificateID int64  `json:"certificate_id"`
+	}
+	if err := httpapi.DecodeJSON(r, &req); err != nil {
+		return 0, nil, err
+	}
+	if req.PublicID == "" {
+		return 0, nil, apperr.InvalidField("device_public_id", "is required: the device's public id")
+	}
+	ids := []int64{req.CertificateID}
+	if req.CertificateID < 0 {
+		return 0, nil, apperr.InvalidField("certificate_id", "must be the id of one of your certificates")
+	}
+	if req.CertificateID == 0 {
+		if ids = assignGrants(r); len(ids) == 0 {
+			return 0, nil, apperr.InvalidField("certificate_id",
+				"is required unless the API key is granted certificates:assign on specific certificates")
+		}
+	}
+	for _, id := range ids {
+		if err := mayAssign(r, id); err != nil {
+			return 0, nil, err
+		}
+	}
+	ctx, userID := r.Context(), httpapi.TargetUser(r.Context())
+	d, err := rt.Devices.ByPublicID(ctx, userID, req.PublicID)
+	if err != nil {
+		return 0, nil, err
+	}
+	for _, id := range ids {
+		if _, _, err := rt.Assignments.Assign(ctx, userID, d.ID, id); err != nil {
+			return 0, nil, err
+		}
+	}
+	names := make([]string, len(ids))
+	for i, id := range ids {
+		names[i] = strconv.FormatInt(id, 10)
+	}
+	return http.StatusOK, map[string]any{"status": "assigned", "device_id": d.ID, "certificate_ids": ids,
+		"message": fmt.Sprintf("certificate %s assigned to device %s", strings.Join(names, ", "), d.PublicID)}, nil
+}
+
+// assignGrants is the certificate ids an API key's certificates:assign
+// grants name ("*" names none).
+func assignGrants(r *http.Request) []int64 {
+	p, ok := identity.PrincipalFrom(r.Context())
+	if !ok || p.Kind != identity.KindAPIKey {
+		return nil
+	}
+	var ids []int64
+	for _, perm := range p.Permissions {
+		if perm.ObType != "certificates" || !slices.Contains(perm.Actions, "assign") {
+			continue
+		}
+		if id, err := strconv.ParseInt(perm.ObID, 10, 64); err == nil && id > 0 && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// deviceCertView is the detail the agent reads (§3.2): the certificate
+// and its chain, never a key.
+type deviceCertView struct {
+	ID                  int64    `json:"id"`
+	DomainName          string   `json:"domain_name"`
+	SANs                []string `json:"sans"`
+	CertificatePEM      string   `json:"certificate_pem"`
+	ChainPEM            string   `json:"chain_pem"`
+	FullchainPEM        string   `json:"fullchain_pem"`
+	KeyDistPolicy       string   `json:"key_dist_policy"`
+	ServerDecryptExport bool     `json:"server_decrypt_export"`
+	Status              string   `json:"status"`
+	IssueID             int64    `json:"issue_id"`
+	NotBefore           int64    `json:"not_before"`
+	NotAfter            int64    `json:"not_after"`
+	CreatedAt           int64    `json:"created_at"`
+	UpdatedAt           int64    `json:"updated_at"`
+}
+
+// self reads the device's identity and the certificate id, and checks the
+// device may read the certificate.
+func (rt deviceCertRoutes) self(r *http.Request) (userID, deviceID, certID int64, err error) {
+	deviceID, userID, ok := httpapi.DeviceFromContext(r.Context())
+	if !ok {
+		return 0, 0, 0, apperr.New(apperr.Unauthorized, "a device access token is required")
+	}
+	if certID, err = certificateID(r); err != nil {
+		return 0, 0, 0, err
+	}
+	return userID, deviceID, certID, nil
+}
+
+func (rt deviceCertRoutes) detail(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	userID, deviceID, certID, err := rt.self(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	ctx := r.Context()
+	if _, _, _, err := rt.Assignments.ForDevice(ctx, userID, deviceID, certID); err != nil {
+		return 0, nil, err
+	}
+	c, err := rt.Certs.Get(ctx, userID, certID)
+	if err != nil {
+		return 0, nil, err
+	}
+	ex, err := rt.Export.Export(ctx, userID, certID, false)
+	if err != nil {
+		return 0, nil, err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	sans := c.SANs
+	if sans == nil {
+		sans = []string{}
+	}
+	return http.StatusOK, deviceCertView{ID: c.ID, DomainName: c.DomainName, SANs: sans, CertificatePEM: ex.CertPEM,
+		ChainPEM: ex.ChainPEM, FullchainPEM: ex.FullChainPEM, KeyDistPolicy: c.Policy, ServerDecryptExport: c.ServerDecryptExport,
+		Status: c.Status, IssueID: ex.IssueID, NotBefore: ex.NotBefore.Unix(), NotAfter: ex.NotAfter.Unix(),
+		CreatedAt: c.CreatedAt.Unix(), UpdatedAt: c.UpdatedAt.Unix()}, nil
+}
+
+// materials serves deploy-materials (§3.3): the AEAD fields for HYBRID and
+// DEVICE_REQUIRED (409 WRAP_PENDING until the device's wrap exists), the
+// key in the clear for MASTER_ONLY with server_decrypt_export (403
+// EXPORT_FORBIDDEN without).
+func (rt deviceCertRoutes) materials(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	userID, deviceID, certID, err := rt.self(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	ctx := r.Context()
+	m, err := rt.Assignments.Materials(ctx, userID, deviceID, certID)
+	if err != nil {
+		return 0, nil, err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	b64 := base64.StdEncoding.EncodeToString
+	if m.Scheme == devices.SchemeAEAD {
+		return http.StatusOK, map[string]any{"enc_scheme": devices.SchemeAEAD, "wrap_alg": "x25519",
+			"device_keyfp_b64": b64(m.DeviceKeyFP), "enc_data_key_b64": b64(m.EncDataKey), "enc_privkey_b64": b64(m.EncPrivKey),
+			"privkey_nonce_b64": b64(m.Nonce), "privkey_tag_b64": b64(m.Tag)}, nil
+	}
+	defer clear(m.PrivateKeyDER)
+	ex, err := rt.Export.Export(ctx, userID, certID, false)
+	if err != nil {
+		return 0, nil, err
+	}
+	if ex.IssueID != m.IssueID {
+		// Renewed between the two reads: the key and the certificate
+		// would not match. The agent retries a 409 with WRAP_PENDING.
+		return 0, nil, apperr.New(apperr.Conflict, "WRAP_PENDING: certificate %d is being renewed; retry shortly", certID).
+			WithKey(devices.ReasonWrapPending)
+	}
+	return http.StatusOK, map[string]any{"enc_scheme": devices.SchemePlaintext, "private_key_der_b64": b64(m.PrivateKeyDER),
+		"certificate_pem": ex.CertPEM}, nil
+}
