@@ -229,8 +229,8 @@ func streamDigits(s string, n int) bool {
 	return true
 }
 
-// streamAttempts bounds Signal's and Close's retries when another process
-// writes the same device's head.
+// streamAttempts bounds writeHead's retries when another process writes
+// the same device's head.
 const streamAttempts = 20
 
 // Signal appends a signal to the device's stream (Signaler) and wakes its
@@ -246,21 +246,9 @@ func (s *Stream) Signal(ctx context.Context, userID, deviceID int64, typ string,
 	if ref == nil {
 		ref = map[string]any{}
 	}
-	mu := &s.locks[uint64(deviceID)%uint64(len(s.locks))]
-	mu.Lock()
-	defer mu.Unlock()
-	for range streamAttempts {
-		var h streamHead
-		cond := store.IfAbsent
-		it, err := store.GetJSON(ctx, s.st, streamHeadKey(deviceID), &h)
-		switch {
-		case err == nil:
-			cond = store.IfVersion(it.Version)
-		case !errors.Is(err, store.ErrNotFound):
-			return fmt.Errorf("devices: signal device %d: read stream head: %w", deviceID, err)
-		}
+	return s.writeHead(ctx, deviceID, "signal", func(h streamHead, headCond store.Cond) ([]store.Write, error) {
 		if h.Closed {
-			return nil
+			return nil, nil
 		}
 		now := s.cfg.Now()
 		ms, seq := now.UnixMilli(), int64(0)
@@ -278,26 +266,53 @@ func (s *Stream) Signal(ctx context.Context, userID, deviceID int64, typ string,
 		e := streamEntry{Type: typ, TsMs: max(ms, h.TsMs+1), Ref: ref, Prev: prev}
 		entry, err := store.JSONItem(store.Key{Table: Table, PK: streamPK(deviceID), SK: id}, e)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		entry.ExpiresAt = now.Add(s.cfg.Retention)
 		head, err := store.JSONItem(streamHeadKey(deviceID), streamHead{Last: id, TsMs: e.TsMs})
 		if err != nil {
+			return nil, err
+		}
+		return []store.Write{store.PutWrite(head, headCond), store.PutWrite(entry, store.IfAbsent)}, nil
+	})
+}
+
+// writeHead reads the device's stream head and commits the writes build
+// makes of it (headCond: the head is still what was read), retrying with
+// a short backoff while other processes write the head; no writes means
+// nothing to do. It holds the device's lock, so writers in one process
+// do not race each other, and wakes the device's polls.
+func (s *Stream) writeHead(ctx context.Context, deviceID int64, what string, build func(h streamHead, headCond store.Cond) ([]store.Write, error)) error {
+	mu := &s.locks[uint64(deviceID)%uint64(len(s.locks))]
+	mu.Lock()
+	defer mu.Unlock()
+	for range streamAttempts {
+		var h streamHead
+		cond := store.IfAbsent
+		it, err := store.GetJSON(ctx, s.st, streamHeadKey(deviceID), &h)
+		switch {
+		case err == nil:
+			cond = store.IfVersion(it.Version)
+		case !errors.Is(err, store.ErrNotFound):
+			return fmt.Errorf("devices: %s device %d: read stream head: %w", what, deviceID, err)
+		}
+		writes, err := build(h, cond)
+		if err != nil || len(writes) == 0 {
 			return err
 		}
-		err = s.st.Transact(ctx, []store.Write{store.PutWrite(head, cond), store.PutWrite(entry, store.IfAbsent)})
+		err = s.st.Transact(ctx, writes)
 		if err == nil {
 			s.streamWake(deviceID)
 			return nil
 		}
 		if !errors.Is(err, store.ErrConditionFailed) {
-			return fmt.Errorf("devices: signal device %d: %w", deviceID, err)
+			return fmt.Errorf("devices: %s device %d: %w", what, deviceID, err)
 		}
 		if err := streamBackoff(ctx); err != nil {
 			return err
 		}
 	}
-	return fmt.Errorf("devices: signal device %d: the stream head kept changing under %d attempts", deviceID, streamAttempts)
+	return fmt.Errorf("devices: %s device %d: the stream head kept changing under %d attempts", what, deviceID, streamAttempts)
 }
 
 // streamBackoff waits a moment before another attempt against a head that
@@ -319,38 +334,15 @@ func streamBackoff(ctx context.Context) error {
 // closed head and the last entries expire after Retention. Errors: the
 // store's.
 func (s *Stream) Close(ctx context.Context, deviceID int64) error {
-	mu := &s.locks[uint64(deviceID)%uint64(len(s.locks))]
-	mu.Lock()
-	defer mu.Unlock()
-	for range streamAttempts {
-		var h streamHead
-		cond := store.IfAbsent
-		it, err := store.GetJSON(ctx, s.st, streamHeadKey(deviceID), &h)
-		switch {
-		case err == nil:
-			cond = store.IfVersion(it.Version)
-		case !errors.Is(err, store.ErrNotFound):
-			return fmt.Errorf("devices: close stream of device %d: %w", deviceID, err)
-		}
+	return s.writeHead(ctx, deviceID, "close the stream of", func(h streamHead, headCond store.Cond) ([]store.Write, error) {
 		h.Closed = true
 		head, err := store.JSONItem(streamHeadKey(deviceID), h)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		head.ExpiresAt = s.cfg.Now().Add(s.cfg.Retention)
-		_, err = s.st.Put(ctx, head, cond)
-		if err == nil {
-			s.streamWake(deviceID)
-			return nil
-		}
-		if !errors.Is(err, store.ErrConditionFailed) {
-			return fmt.Errorf("devices: close stream of device %d: %w", deviceID, err)
-		}
-		if err := streamBackoff(ctx); err != nil {
-			return err
-		}
-	}
-	return fmt.Errorf("devices: close stream of device %d: the stream head kept changing under %d attempts", deviceID, streamAttempts)
+		return []store.Write{store.PutWrite(head, headCond)}, nil
+	})
 }
 
 // After returns up to limit signals that follow cursor ("" or "0-0": the

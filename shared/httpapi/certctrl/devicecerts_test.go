@@ -8,8 +8,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -18,21 +16,16 @@ import (
 
 	"golang.org/x/crypto/nacl/box"
 
-	"github.com/certfleet/certfleet/shared/acme"
-	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/certs"
 	"github.com/certfleet/certfleet/shared/devices"
 	"github.com/certfleet/certfleet/shared/httpapi"
 	"github.com/certfleet/certfleet/shared/httpapi/certctrl"
 	"github.com/certfleet/certfleet/shared/identity"
 	"github.com/certfleet/certfleet/shared/identity/devicetoken"
-	"github.com/certfleet/certfleet/shared/internal/pebbletest"
 	"github.com/certfleet/certfleet/shared/internal/testenv"
 	"github.com/certfleet/certfleet/shared/issuance"
-	"github.com/certfleet/certfleet/shared/issuance/records"
 	"github.com/certfleet/certfleet/shared/keys"
 	"github.com/certfleet/certfleet/shared/ratelimit"
-	"github.com/certfleet/certfleet/shared/worker"
 )
 
 // deviceCertSignals records the signals sent to devices.
@@ -97,33 +90,8 @@ type materialsEnv struct {
 
 func newMaterialsEnv(t *testing.T) *materialsEnv {
 	t.Helper()
-	p := testenv.New(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	accts, peb := p.ACMEAccounts(t, pebbletest.Options{HTTPPort: l.Addr().(*net.TCPAddr).Port, DNSServer: pebbletest.StartDNS(t)})
-	ca, err := acme.New(acme.Config{RootsPEMFile: peb.RootsPEMFile, Timeout: 20 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	certSvc := certs.New(p.Store, accts, certs.Config{Now: p.Clock.Now, Log: p.Log})
-	iss := issuance.New(p.Store, p.Sealer, p.Queue, ca, records.Accounts{ACME: accts}, records.Certs{Certs: certSvc, ACME: accts}, issuance.Config{Log: p.Log})
-	srv := &http.Server{Handler: httpapi.NewRouter(httpapi.ChallengeGroup(iss)), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	wr := &worker.Registry{}
-	wr.Register(acmeacct.KindRegister, accts.RegisterStep)
-	for _, k := range issuance.Kinds {
-		wr.Register(k, iss.Step)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = worker.Run(ctx, p.Queue, wr, worker.Options{Concurrency: 4, Logger: p.Log, Backoff: func(int) time.Duration { return 20 * time.Millisecond }})
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	is := startIssuing(t)
+	p, accts, certSvc, iss := is.p, is.accts, is.certs, is.iss
 
 	ids := p.Identity()
 	tokens := devicetoken.New(p.Store, p.Sealer, devicetoken.Config{})
