@@ -15,6 +15,7 @@ BENCHTIME    ?= 1s
 ## run: start the local all-in-one server on :8080 (PORT), state in ./data (CERTFLEET_DATA)
 run:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/certfleet ./cmd/certfleet
+	$(GO) build -trimpath -o bin/certfleet-agent ./cmd/certfleet-agent
 	exec bin/certfleet serve
 
 ## tools: the test tools: moto (AWS endpoints), aiosmtpd and cfn-lint in .venv; Pebble from go.mod
@@ -44,13 +45,14 @@ lint:
 bench: tools
 	MOTO_SERVER=$(CURDIR)/$(VENV)/bin/moto_server $(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem ./shared/...
 
-## build: the Lambda bootstraps into bin/<function>/bootstrap and the local server into bin/certfleet
+## build: the Lambda bootstraps into bin/<function>/bootstrap, the local server into bin/certfleet and the agent into bin/certfleet-agent
 build:
 	@for f in $(FUNCTIONS); do \
 		echo "build functions/$$f -> bin/$$f/bootstrap"; \
 		$(LAMBDA_ENV) $(GO) build $(LAMBDA_FLAGS) -o bin/$$f/bootstrap ./functions/$$f || exit 1; \
 	done
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/certfleet ./cmd/certfleet
+	$(GO) build -trimpath -o bin/certfleet-agent ./cmd/certfleet-agent
 
 ## sam-build: `sam build` (it calls the build-<Name>Function targets below)
 sam-build:

@@ -1,0 +1,372 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certfleet/certfleet/shared/agent"
+	"github.com/certfleet/certfleet/shared/app"
+	"github.com/certfleet/certfleet/shared/config"
+	"github.com/certfleet/certfleet/shared/devices"
+	"github.com/certfleet/certfleet/shared/identity"
+)
+
+// TestAgentAgainstLocalServer runs the commands (through run, not a
+// subprocess) against the local server: login with an API key, an
+// install config reaching the device through install.updated, a token
+// refresh after the access token is lost, and an idle poll.
+func TestAgentAgainstLocalServer(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := config.Load(config.Local, func(k string) string {
+		return map[string]string{"CERTFLEET_DATA": t.TempDir(), "CERTFLEET_LOG_LEVEL": "warn", "CERTFLEET_SHUTDOWN_TIMEOUT": "10s"}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := app.Local(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	srv := httptest.NewServer(a.Handler())
+	defer srv.Close()
+	u, err := a.Identity.Register(ctx, identity.Registration{Email: "agent@example.com", Password: "Agent1Owner", Active: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var perms []identity.Permission
+	for _, s := range identity.Catalog {
+		if s.ObType == "ForDeviceAuthenticate" || s.ObType == "devices" || s.ObType == "certificates" {
+			perms = append(perms, identity.Permission{ObType: s.ObType, ObID: "*", Actions: s.Actions})
+		}
+	}
+	_, key, err := a.Identity.CreateAPIKey(ctx, u.ID, identity.NewAPIKey{Name: "agent", Permissions: perms})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	state := filepath.Join(t.TempDir(), "state")
+	var out, errOut bytes.Buffer
+	cmd := func(args ...string) {
+		t.Helper()
+		out.Reset()
+		if err := run(ctx, append(args, "--state", state), &out, &errOut); err != nil {
+			t.Fatalf("%v: %v\n%s%s", args, err, out.String(), errOut.String())
+		}
+	}
+	if err := run(ctx, []string{"updates", "--state", state}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "login") {
+		t.Fatalf("updates before login: %v", err)
+	}
+	cmd("login", "--server", srv.URL, "--apikey", key)
+	ag := agent.New(state, io.Discard)
+	deviceID := ag.DeviceID()
+	if deviceID == 0 || !strings.Contains(out.String(), fmt.Sprintf("registered device %d", deviceID)) {
+		t.Fatalf("login:\n%s", out.String())
+	}
+	// A second login keeps the device (same key and device_public_id).
+	publicID := ag.DevicePublicID()
+	cmd("login", "--server", srv.URL, "--apikey", key)
+	if ag.DeviceID() != deviceID || ag.DevicePublicID() != publicID {
+		t.Fatalf("second login: device %d %s", ag.DeviceID(), ag.DevicePublicID())
+	}
+
+	// The install config arrives with install.updated; the certificate it
+	// copies is not assigned (404): nothing is installed, no failure.
+	dst := filepath.Join(t.TempDir(), "web.pem")
+	put := fmt.Sprintf(`{"installs":[{"id":"web","type":"copy","ob_type":"cert","ob_id":7,"from":["fullchain.pem"],"to":[%q]}]}`, dst)
+	req, _ := http.NewRequest("PUT", fmt.Sprintf("%s/apiv1/users/%d/devices/%d/install-config", srv.URL, u.ID, deviceID), strings.NewReader(put))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("put install config: %d", resp.StatusCode)
+	}
+	cmd("updates")
+	if !strings.Contains(out.String(), "saved install config version 1") || !strings.Contains(out.String(), "certificate 7 is not ready yet") {
+		t.Fatalf("updates:\n%s", out.String())
+	}
+	if _, err := os.Stat(filepath.Join(state, "install_config.json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dst); !os.IsNotExist(err) {
+		t.Fatalf("%s exists: %v", dst, err)
+	}
+
+	// A lost access token is refreshed once with the refresh token.
+	sessPath := filepath.Join(state, "session.json")
+	var sess map[string]any
+	raw, _ := os.ReadFile(sessPath)
+	json.Unmarshal(raw, &sess)
+	sess["access_token"] = "not-a-token"
+	raw, _ = json.Marshal(sess)
+	os.WriteFile(sessPath, raw, 0o600)
+	cmd("updates")
+	if !strings.Contains(out.String(), "refreshed the session tokens") || !strings.Contains(out.String(), "no updates") {
+		t.Fatalf("updates after losing the access token:\n%s", out.String())
+	}
+}
+
+// fakeServer is a scripted device API serving a certificate whose
+// materials are sealed with the server-side code (shared/devices).
+type fakeServer struct {
+	t       *testing.T
+	mu      sync.Mutex
+	devPK   []byte
+	access  string
+	refresh string
+	polls   []func(w http.ResponseWriter, r *http.Request) // scripted answers to GET updates, in order
+	inm     []string                                       // If-None-Match of each poll
+	notify  int
+	cert    []byte // PEM leaf + chain
+	keyDER  []byte // PKCS #8
+	plain   bool   // deploy materials in the plaintext scheme
+	script  string
+}
+
+func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	write := func(code int, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		json.NewEncoder(w).Encode(v)
+	}
+	var body map[string]any
+	json.NewDecoder(r.Body).Decode(&body)
+	switch {
+	case r.Method == "POST" && r.URL.Path == "/apiv1/me/devices":
+		f.devPK, _ = base64.StdEncoding.DecodeString(body["dev_pk"].(string))
+		f.access, f.refresh = "access-1", "refresh-1"
+		write(201, map[string]any{"data": map[string]any{"device": map[string]any{"id": "5"},
+			"session": map[string]any{"access_token": f.access, "refresh_token": f.refresh, "expires_in": 3600}}})
+		return
+	case r.Method == "POST" && r.URL.Path == "/auth/refresh":
+		if body["refresh_token"] != f.refresh {
+			write(401, map[string]any{"error": map[string]any{"code": 10003, "what": "refresh token rotated"}})
+			return
+		}
+		f.access, f.refresh = "access-2", "refresh-2"
+		write(200, map[string]any{"data": map[string]any{"session": map[string]any{"access_token": f.access, "refresh_token": f.refresh}}})
+		return
+	}
+	if r.Header.Get("Authorization") != "Bearer "+f.access {
+		write(401, map[string]any{"error": map[string]any{"code": 5018, "what": "unauthorized"}})
+		return
+	}
+	switch r.URL.Path {
+	case "/apiv1/devices/self/notify":
+		f.notify++
+		// The first access token expires right after the notify.
+		if f.access == "access-1" {
+			f.access = "access-expired"
+		}
+		w.WriteHeader(204)
+	case "/apiv1/devices/self/updates":
+		if len(f.polls) == 0 {
+			f.t.Errorf("unexpected poll %s", r.URL)
+			w.WriteHeader(500)
+			return
+		}
+		f.inm = append(f.inm, r.Header.Get("If-None-Match"))
+		next := f.polls[0]
+		f.polls = f.polls[1:]
+		next(w, r)
+	case "/apiv1/devices/self/install-config":
+		write(200, map[string]any{"data": map[string]any{"id": 1, "user_device_id": 5, "version": 3,
+			"installs":            []any{map[string]any{"id": "web", "type": "copy", "ob_type": "cert", "ob_id": 7, "from": []string{"private.key", "fullchain.pem"}, "to": f.paths()}},
+			"after_update_script": f.script}})
+	case "/apiv1/devices/self/certificates/7":
+		write(200, map[string]any{"data": map[string]any{"certificate": map[string]any{"id": 7, "certificate_pem": string(f.cert)}}})
+	case "/apiv1/devices/self/certificates/7/deploy-materials":
+		if f.plain {
+			write(200, map[string]any{"data": map[string]any{"enc_scheme": "plaintext", "private_key_der_b64": f.keyDER}})
+			return
+		}
+		k := make([]byte, 32)
+		rand.Read(k)
+		ct, nonce, tag, err := devices.SealPrivateKey(k, f.keyDER)
+		if err != nil {
+			f.t.Error(err)
+		}
+		enc, err := devices.SealDataKey(k, f.devPK)
+		if err != nil {
+			f.t.Error(err)
+		}
+		write(200, map[string]any{"data": map[string]any{"enc_scheme": "aes256gcm", "wrap_alg": "x25519",
+			"device_keyfp_b64": devices.KeyFingerprint(f.devPK), "enc_data_key_b64": enc,
+			"enc_privkey_b64": ct, "privkey_nonce_b64": nonce, "privkey_tag_b64": tag}})
+	default:
+		write(404, map[string]any{"error": map[string]any{"code": 5003, "what": "not found"}})
+	}
+}
+
+var fakeDir string
+
+func (f *fakeServer) paths() []string {
+	return []string{filepath.Join(fakeDir, "ssl", "web.key"), filepath.Join(fakeDir, "ssl", "web.pem")}
+}
+
+// newCert makes a self-signed leaf with a fake chain.
+func (f *fakeServer) newCert(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "web.example"},
+		DNSNames: []string{"web.example"}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.keyDER, _ = x509.MarshalPKCS8PrivateKey(key)
+	leaf := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	f.cert = append(leaf, leaf...) // the "chain" is the leaf again
+}
+
+// TestAgentPollingProtocol drives the agent against a scripted server:
+// the version notify, a refresh after 401, 429 Retry-After, a 409 cursor
+// gap (full resync), AEAD materials sealed by the server code, the cursor
+// sent back as If-None-Match, 204 and a plaintext-scheme renewal.
+func TestAgentPollingProtocol(t *testing.T) {
+	ctx := context.Background()
+	fakeDir = t.TempDir()
+	marker := filepath.Join(fakeDir, "marker")
+	f := &fakeServer{t: t, script: "#!/bin/sh\necho \"$1\" >> '" + marker + "'\n"}
+	f.newCert(t)
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	signals := func(cursor string, sig ...map[string]any) func(http.ResponseWriter, *http.Request) {
+		return func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("ETag", `"`+cursor+`"`)
+			w.Header().Set("X-Poll-Interval", "42")
+			json.NewEncoder(w).Encode(map[string]any{"data": map[string]any{"cursor": cursor, "signals": sig}})
+		}
+	}
+	certUpdated := func(ts int64) map[string]any {
+		return map[string]any{"type": "cert.updated", "ts_ms": ts, "ref": map[string]any{"cert_id": 7, "wrap_ready": true}}
+	}
+	f.polls = []func(http.ResponseWriter, *http.Request){
+		func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Retry-After", "7")
+			w.WriteHeader(429)
+		},
+		func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(409)
+			json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"code": 40901, "what": "cursor trimmed",
+				"params": map[string]any{"action": "full_resync", "reset_cursor": true, "reason": "cursor_trimmed"}}})
+		},
+		signals("3-0", certUpdated(1000)), // the re-poll after the resync: same materials, nothing changes
+		func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("ETag", `"3-0"`)
+			w.WriteHeader(204)
+		},
+		signals("4-0", certUpdated(2000), map[string]any{"type": "something.new", "ts_ms": 2001, "ref": map[string]any{}}),
+	}
+
+	var out bytes.Buffer
+	ag := agent.New(filepath.Join(fakeDir, "state"), &out)
+	if err := ag.Login(ctx, agent.LoginOptions{Server: srv.URL, APIKey: "key"}); err != nil {
+		t.Fatal(err)
+	}
+	if ag.DeviceID() != 5 {
+		t.Fatalf("device id %d", ag.DeviceID())
+	}
+
+	// 1: notify, 401 → refresh → 429 with Retry-After.
+	_, err := ag.Updates(ctx)
+	var re *agent.RetryError
+	if !errorsAs(err, &re) || re.After != 7*time.Second || f.notify != 1 || f.access != "access-2" {
+		t.Fatalf("first poll: %v notify=%d access=%s\n%s", err, f.notify, f.access, out.String())
+	}
+	// 2: 409 → full resync installs; the re-poll's cert.updated finds the
+	// same files.
+	p, err := ag.Updates(ctx)
+	if err != nil || p.PollInterval != 42*time.Second || p.Installed != 2 {
+		t.Fatalf("resync: %+v %v\n%s", p, err, out.String())
+	}
+	paths := f.paths()
+	keyPEM := checkFiles(t, paths[0], paths[1], f.cert)
+	if got, _ := os.ReadFile(marker); string(got) != "state.resync_required\n" {
+		t.Fatalf("marker %q\n%s", got, out.String())
+	}
+	// 3: 204 with the cursor sent back.
+	out.Reset()
+	if _, err := ag.Updates(ctx); err != nil || !strings.Contains(out.String(), "no updates") {
+		t.Fatalf("idle: %v\n%s", err, out.String())
+	}
+	// 4: a renewal in the plaintext scheme replaces the files; the
+	// unknown signal is ignored.
+	f.mu.Lock()
+	f.newCert(t)
+	f.plain = true
+	f.mu.Unlock()
+	if _, err := ag.Updates(ctx); err != nil {
+		t.Fatalf("renewal: %v\n%s", err, out.String())
+	}
+	if checkFiles(t, paths[0], paths[1], f.cert) == keyPEM {
+		t.Fatal("the key was not replaced")
+	}
+	if got, _ := os.ReadFile(marker); string(got) != "state.resync_required\ncert.updated\n" {
+		t.Fatalf("marker %q\n%s", got, out.String())
+	}
+	if want := []string{"", "", "", `"3-0"`, `"3-0"`}; fmt.Sprint(f.inm) != fmt.Sprint(want) {
+		t.Fatalf("If-None-Match %q, want %q", f.inm, want)
+	}
+	if f.notify != 1 || len(f.polls) != 0 {
+		t.Fatalf("notify %d, %d polls left", f.notify, len(f.polls))
+	}
+}
+
+func errorsAs(err error, re **agent.RetryError) bool {
+	r, ok := err.(*agent.RetryError)
+	*re = r
+	return ok
+}
+
+// checkFiles checks the key file (0600, the certificate's) and the
+// fullchain file (0644, the served PEM); it returns the key's text.
+func checkFiles(t *testing.T, keyPath, fullPath string, full []byte) string {
+	t.Helper()
+	for p, mode := range map[string]os.FileMode{keyPath: 0o600, fullPath: 0o644} {
+		fi, err := os.Stat(p)
+		if err != nil || fi.Mode().Perm() != mode {
+			t.Fatalf("%s: %v %v", p, fi, err)
+		}
+	}
+	got, _ := os.ReadFile(fullPath)
+	if !bytes.Equal(got, full) {
+		t.Fatalf("fullchain:\n%s", got)
+	}
+	keyPEM, _ := os.ReadFile(keyPath)
+	kb, _ := pem.Decode(keyPEM)
+	cb, _ := pem.Decode(full)
+	key, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(cb.Bytes)
+	if !key.(crypto.Signer).Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(leaf.PublicKey) {
+		t.Fatal("the key is not the certificate's")
+	}
+	return string(keyPEM)
+}
