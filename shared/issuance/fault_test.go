@@ -40,6 +40,15 @@ func (c *captureSender) take() (queue.Message, bool) {
 	return m, true
 }
 
+// manual returns a service over the rig's parts whose messages are kept
+// for the test to deliver (captureSender) instead of the rig's worker;
+// cfg's MaxAttempts and Log are set.
+func (r *rig) manual(cfg issuance.Config) (*issuance.Service, *captureSender) {
+	sent := &captureSender{}
+	cfg.MaxAttempts, cfg.Log = 5, r.parts.Log
+	return issuance.New(r.parts.Store, r.parts.Sealer, sent, r.ca, fakeAccounts{1: r.acct}, r.certs, cfg), sent
+}
+
 // runAll delivers the queued messages to svc, each failed one again
 // later, until none is left (a worker without delays).
 func (c *captureSender) runAll(ctx context.Context, svc *issuance.Service) {
@@ -65,9 +74,7 @@ func TestFiveDeliveriesOneOrder(t *testing.T) {
 	t.Parallel()
 	r := startRig(t)
 	ctx := context.Background()
-	sent := &captureSender{}
-	svc := issuance.New(r.parts.Store, r.parts.Sealer, sent, r.ca, fakeAccounts{1: r.acct}, r.certs,
-		issuance.Config{MaxAttempts: 5, Log: r.parts.Log})
+	svc, sent := r.manual(issuance.Config{})
 	r.certs.add(9, issuance.CertSpec{Names: []string{"five.certfleet.test"}, AcctID: 1})
 	is, err := svc.Start(ctx, userID, 9)
 	if err != nil {
@@ -112,11 +119,8 @@ func TestLostMessageIsQueuedAgain(t *testing.T) {
 	t.Parallel()
 	r := startRig(t)
 	ctx := context.Background()
-	sent := &captureSender{}
 	now := time.Now()
-	clock := func() time.Time { return now }
-	svc := issuance.New(r.parts.Store, r.parts.Sealer, sent, r.ca, fakeAccounts{1: r.acct}, r.certs,
-		issuance.Config{MaxAttempts: 5, Log: r.parts.Log, Now: clock})
+	svc, sent := r.manual(issuance.Config{Now: func() time.Time { return now }})
 	r.certs.add(5, issuance.CertSpec{Names: []string{"lost.certfleet.test"}, AcctID: 1})
 	is, err := svc.Start(ctx, userID, 5)
 	if err != nil {
@@ -148,9 +152,7 @@ func TestAbandonDeadMessage(t *testing.T) {
 	t.Parallel()
 	r := startRig(t)
 	ctx := context.Background()
-	sent := &captureSender{}
-	svc := issuance.New(r.parts.Store, r.parts.Sealer, sent, r.ca, fakeAccounts{1: r.acct}, r.certs,
-		issuance.Config{MaxAttempts: 5, Log: r.parts.Log})
+	svc, sent := r.manual(issuance.Config{})
 	r.certs.add(3, issuance.CertSpec{Names: []string{"dead.certfleet.test"}, AcctID: 1})
 	is, err := svc.Start(ctx, userID, 3)
 	if err != nil {

@@ -27,9 +27,7 @@ func TestRenewalByARI(t *testing.T) {
 	t.Parallel()
 	r := startRig(t)
 	ctx := context.Background()
-	sent := &captureSender{}
-	svc := issuance.New(r.parts.Store, r.parts.Sealer, sent, r.ca, fakeAccounts{1: r.acct}, r.certs,
-		issuance.Config{MaxAttempts: 5, Log: r.parts.Log})
+	svc, sent := r.manual(issuance.Config{})
 	r.certs.add(1, issuance.CertSpec{Names: []string{"ari.certfleet.test"}, AcctID: 1})
 	first, err := svc.Start(ctx, userID, 1)
 	if err != nil {
@@ -91,9 +89,7 @@ func TestBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sent := &captureSender{}
-	svc := issuance.New(r.parts.Store, r.parts.Sealer, sent, r.ca, fakeAccounts{1: r.acct}, r.certs,
-		issuance.Config{MaxAttempts: 5, Log: r.parts.Log, Budgets: map[string]*renewal.Budget{"letsencrypt": budget}})
+	svc, sent := r.manual(issuance.Config{Budgets: map[string]*renewal.Budget{"letsencrypt": budget}})
 	spec := issuance.CertSpec{Names: []string{"budget.certfleet.test"}, AcctID: 1, Provider: "letsencrypt"}
 	r.certs.add(1, spec)
 	r.certs.add(3, spec)
@@ -126,9 +122,7 @@ func TestExpiringAndRetryPace(t *testing.T) {
 	t.Parallel()
 	r := startRig(t)
 	ctx := context.Background()
-	sent := &captureSender{}
-	svc := issuance.New(r.parts.Store, r.parts.Sealer, sent, r.ca, fakeAccounts{1: r.acct}, r.certs,
-		issuance.Config{MaxAttempts: 5, Log: r.parts.Log})
+	svc, sent := r.manual(issuance.Config{})
 	r.certs.add(1, issuance.CertSpec{Names: []string{"expiring.certfleet.test"}, AcctID: 1})
 	if _, err := svc.Start(ctx, userID, 1); err != nil {
 		t.Fatal(err)
@@ -137,8 +131,7 @@ func TestExpiringAndRetryPace(t *testing.T) {
 
 	// 80 days on, the 90-day certificate has not been renewed.
 	later := time.Now().Add(80 * 24 * time.Hour)
-	old := issuance.New(r.parts.Store, r.parts.Sealer, sent, r.ca, fakeAccounts{1: r.acct}, r.certs,
-		issuance.Config{MaxAttempts: 5, Log: r.parts.Log, Now: func() time.Time { return later }})
+	old, _ := r.manual(issuance.Config{Now: func() time.Time { return later }})
 	for range 2 {
 		if err := renewalCheck(t, old, 1); err != nil {
 			t.Fatal(err)
