@@ -31,11 +31,9 @@ import (
 	"github.com/certfleet/certfleet/shared/identity"
 )
 
-// TestAgentAgainstLocalServer runs the commands (through run, not a
-// subprocess) against the local server: login with an API key, an
-// install config reaching the device through install.updated, a token
-// refresh after the access token is lost, and an idle poll.
-func TestAgentAgainstLocalServer(t *testing.T) {
+// localServer starts the local server over httptest with an active user.
+func localServer(t *testing.T, email string) (*app.App, *httptest.Server, identity.User) {
+	t.Helper()
 	ctx := context.Background()
 	cfg, err := config.Load(config.Local, func(k string) string {
 		return map[string]string{"CERTFLEET_DATA": t.TempDir(), "CERTFLEET_LOG_LEVEL": "warn", "CERTFLEET_SHUTDOWN_TIMEOUT": "10s"}[k]
@@ -47,13 +45,23 @@ func TestAgentAgainstLocalServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close()
+	t.Cleanup(func() { a.Close() })
 	srv := httptest.NewServer(a.Handler())
-	defer srv.Close()
-	u, err := a.Identity.Register(ctx, identity.Registration{Email: "agent@example.com", Password: "Agent1Owner", Active: true})
+	t.Cleanup(srv.Close)
+	u, err := a.Identity.Register(ctx, identity.Registration{Email: email, Password: "Agent1Owner", Active: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return a, srv, u
+}
+
+// TestAgentAgainstLocalServer runs the commands (through run, not a
+// subprocess) against the local server: login with an API key, an
+// install config reaching the device through install.updated, a token
+// refresh after the access token is lost, and an idle poll.
+func TestAgentAgainstLocalServer(t *testing.T) {
+	ctx := context.Background()
+	a, srv, u := localServer(t, "agent@example.com")
 	var perms []identity.Permission
 	for _, s := range identity.Catalog {
 		if s.ObType == "ForDeviceAuthenticate" || s.ObType == "devices" || s.ObType == "certificates" {

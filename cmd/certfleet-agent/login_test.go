@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -12,9 +11,6 @@ import (
 	"time"
 
 	"github.com/certfleet/certfleet/shared/agent"
-	"github.com/certfleet/certfleet/shared/app"
-	"github.com/certfleet/certfleet/shared/config"
-	"github.com/certfleet/certfleet/shared/identity"
 )
 
 // lineWriter hands each written line to a channel.
@@ -41,23 +37,7 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 // registration code and its session polls updates.
 func TestAgentLoginDeviceCode(t *testing.T) {
 	ctx := context.Background()
-	cfg, err := config.Load(config.Local, func(k string) string {
-		return map[string]string{"CERTFLEET_DATA": t.TempDir(), "CERTFLEET_LOG_LEVEL": "warn", "CERTFLEET_SHUTDOWN_TIMEOUT": "10s"}[k]
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := app.Local(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	srv := httptest.NewServer(a.Handler())
-	defer srv.Close()
-	u, err := a.Identity.Register(ctx, identity.Registration{Email: "browser@example.com", Password: "Browser1Owner", Active: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, srv, u := localServer(t, "browser@example.com")
 	sess, err := a.Identity.StartSession(ctx, u)
 	if err != nil {
 		t.Fatal(err)
