@@ -513,7 +513,12 @@ func (s *Service) Reference(ctx context.Context, userID, id int64, kind RefKind,
 		} else if err != nil {
 			return fmt.Errorf("acmeacct: read references: %w", err)
 		}
-		counts[kind] = max(counts[kind]+delta, 0)
+		if counts[kind]+delta < 0 {
+			// Another decrement emptied this shard since shardWith read
+			// it: pick again rather than lose the decrement.
+			continue
+		}
+		counts[kind] += delta
 		next, err := store.JSONItem(refKey(userID, id, shard), counts)
 		if err != nil {
 			return err
