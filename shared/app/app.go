@@ -15,6 +15,7 @@ import (
 
 	"github.com/certfleet/certfleet/shared/acme"
 	"github.com/certfleet/certfleet/shared/acmeacct"
+	"github.com/certfleet/certfleet/shared/cas"
 	"github.com/certfleet/certfleet/shared/certs"
 	"github.com/certfleet/certfleet/shared/config"
 	"github.com/certfleet/certfleet/shared/devices"
@@ -71,6 +72,8 @@ type App struct {
 	// install configs and reported agent versions.
 	Stream         *devices.Stream
 	InstallConfigs *devices.InstallConfigs
+	// CAs is users' private CAs, which devices trust (CAAssociations).
+	CAs *cas.Service
 	// ca is the ACME CA adapter the services share.
 	ca *acme.Client
 
@@ -103,13 +106,14 @@ func (a *App) wireServices(m mail.Sender, o options) error {
 	}
 	a.wireCerts()
 	a.wireDevices()
+	a.wireCAs()
 	return a.wireIssuance(o)
 }
 
 // Groups is every route group, in mount order.
 func (a *App) Groups() []httpapi.Group {
 	return []httpapi.Group{a.healthGroup(), a.authGroup(), a.acmeAccountsGroup(), a.acmeAPIGroup(), a.certificatesGroup(),
-		a.issuesGroup(), a.challengeGroup(), a.devicesGroup(), a.deviceSelfGroup()}
+		a.issuesGroup(), a.challengeGroup(), a.devicesGroup(), a.deviceSelfGroup(), a.casGroup()}
 }
 
 // Handler serves every route group on one router (the local shape).

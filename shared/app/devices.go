@@ -11,8 +11,8 @@ import (
 
 // wireDevices builds the device registry and the device authorization
 // grant, whose verification page is under the public URL.
-// A deleted device's update stream is closed and its assignments are
-// forgotten; a device that re-registers with another key gets its
+// A deleted device's update stream is closed and its certificate and CA
+// associations are forgotten; a device that re-registers with another key gets its
 // certificates wrapped to the new key. Install configs and assignments
 // signal devices through the stream.
 func (a *App) wireDevices() {
@@ -22,7 +22,10 @@ func (a *App) wireDevices() {
 			if err := a.Stream.Close(ctx, deviceID); err != nil {
 				return err
 			}
-			return a.Assignments(a.Stream).ForgetDevice(ctx, userID, deviceID)
+			if err := a.Assignments(a.Stream).ForgetDevice(ctx, userID, deviceID); err != nil {
+				return err
+			}
+			return a.CAAssociations().ForgetDevice(ctx, userID, deviceID)
 		},
 		OnKeyChange: func(ctx context.Context, userID, deviceID int64) error {
 			return a.Assignments(a.Stream).RewrapDevice(ctx, userID, deviceID)
@@ -33,11 +36,12 @@ func (a *App) wireDevices() {
 }
 
 // devicesGroup is device onboarding and management with the user's
-// certificate assignments and install configs.
+// certificate assignments, CA associations and install configs.
 func (a *App) devicesGroup() httpapi.Group {
 	g := certctrl.DevicesGroup(certctrl.DeviceDeps{Devices: a.Devices, Grant: a.DeviceGrant, Tokens: a.DeviceTokens, Guard: a.Guard})
 	g.Routes = append(g.Routes, a.DeviceCertUserRoutes(a.Stream)...)
 	g.Routes = append(g.Routes, a.InstallConfigUserRoutes(a.InstallConfigs)...)
+	g.Routes = append(g.Routes, certctrl.DeviceCAUserRoutes(a.deviceCADeps(a.DeviceTokens))...)
 	g.Routes = certctrl.MergeDeviceGets(g.Routes)
 	return g
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/certfleet/certfleet/shared/acmeacct"
 	"github.com/certfleet/certfleet/shared/app"
+	"github.com/certfleet/certfleet/shared/cas"
 	"github.com/certfleet/certfleet/shared/certs"
 	"github.com/certfleet/certfleet/shared/devices"
 	"github.com/certfleet/certfleet/shared/dnsprov"
@@ -93,15 +94,23 @@ func TestIsolationSweep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	secrets := []string{marker, "b@example.com", "b-acme@example.com", "b-private.example", "b-private-dns", dnsSecret, "b-private-device"}
+	caB, err := a.CAs.Create(ctx, userB.ID, cas.NewCA{Name: "b-private-ca"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.CAAssociations().Associate(ctx, userB.ID, devB.ID, caB.ID); err != nil {
+		t.Fatal(err)
+	}
+	secrets := []string{marker, "b@example.com", "b-acme@example.com", "b-private.example", "b-private-dns", dnsSecret, "b-private-device",
+		"b-private-ca", caB.SerialNumber}
 
 	// B's object ids by parameter or field name; other ids get "1".
 	bIDs := map[string]string{httpapi.UserPathParam: fmt.Sprint(userB.ID), "apikey_id": keyB.ID,
 		"acme_account_id": fmt.Sprint(acctB.ID), "certificate_id": fmt.Sprint(certB.ID), "dns_provider_id": fmt.Sprint(dnsB.ID),
-		"device_id": fmt.Sprint(devB.ID), "device_public_id": devicePublicID}
+		"device_id": fmt.Sprint(devB.ID), "device_public_id": devicePublicID, "ca_id": fmt.Sprint(caB.ID)}
 	body, _ := json.Marshal(map[string]any{
 		"id": acctB.ID, "accountId": acctB.ID, "account_id": acctB.ID, "user_id": userB.ID, "userId": userB.ID,
-		"providerId": acctB.ProviderID, "is_default": true, "status": "disabled", "dns_provider_id": dnsB.ID,
+		"providerId": acctB.ProviderID, "is_default": true, "status": "disabled", "dns_provider_id": dnsB.ID, "ca_id": caB.ID,
 		"validation": map[string]any{"method": certs.MethodDNS01Provider, "dns_provider_id": dnsB.ID},
 		"name":       "sweep", "permissions": []identity.Permission{{ObType: "certificates", ObID: "*", Actions: []string{"read"}}},
 	})
@@ -187,21 +196,26 @@ func TestIsolationSweep(t *testing.T) {
 	}
 	for _, path := range []string{"/apiv1/users/{user_id}/apikeys", "/api/v1/acme/accounts", "/apiv1/users/{user_id}/certificates",
 		"/apiv1/users/{user_id}/dns-providers", "/apiv1/users/{user_id}/dns-providers/{dns_provider_id}",
-		"/apiv1/users/{user_id}/devices", "/apiv1/users/{user_id}/devices/{device_id}"} {
+		"/apiv1/users/{user_id}/devices", "/apiv1/users/{user_id}/devices/{device_id}", "/apiv1/users/{user_id}/cas",
+		"/apiv1/users/{user_id}/cas/{ca_id}", "/apiv1/users/{user_id}/devices/{device_id}/cas/{ca_id}"} {
 		if !strings.Contains(before[path], "b-") {
 			t.Fatalf("B's own view of %s shows none of B's objects, so the sweep could not see a leak: %s", path, before[path])
 		}
 	}
-	// by-public-id shares its route pattern with the other GETs under a
-	// device (certctrl.MergeDeviceGets), so the sweep's filled path does
-	// not reach it: check it by name.
-	byPublic := fmt.Sprintf("/apiv1/users/%d/devices/by-public-id/%s", userB.ID, devicePublicID)
-	if rec := call("GET", byPublic, sessionB); rec.Code != 200 || !strings.Contains(rec.Body.String(), "b-private-device") {
-		t.Fatalf("B's own device by public id: %d %s", rec.Code, rec.Body)
-	}
-	for _, cred := range []string{session(userA), keyA} {
-		if rec := call("GET", byPublic, cred); rec.Code < 400 || strings.Contains(rec.Body.String(), "b-private-device") {
-			t.Errorf("A read B's device by public id: %d %s", rec.Code, rec.Body)
+	// by-public-id and the CAs on a device share their route pattern with
+	// the other GETs under a device (certctrl.MergeDeviceGets), so the
+	// sweep's filled path does not reach them: check them by name.
+	for path, mark := range map[string]string{
+		fmt.Sprintf("/apiv1/users/%d/devices/by-public-id/%s", userB.ID, devicePublicID): "b-private-device",
+		fmt.Sprintf("/apiv1/users/%d/devices/%d/cas", userB.ID, devB.ID):                 "b-private-ca",
+	} {
+		if rec := call("GET", path, sessionB); rec.Code != 200 || !strings.Contains(rec.Body.String(), mark) {
+			t.Fatalf("B's own %s: %d %s", path, rec.Code, rec.Body)
+		}
+		for _, cred := range []string{session(userA), keyA} {
+			if rec := call("GET", path, cred); rec.Code < 400 || strings.Contains(rec.Body.String(), mark) {
+				t.Errorf("A read B's %s: %d %s", path, rec.Code, rec.Body)
+			}
 		}
 	}
 }

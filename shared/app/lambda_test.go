@@ -153,6 +153,7 @@ func TestReplayRouteGroupEvents(t *testing.T) {
 		{"devices.json", a.DevicesHandler(), 200, `"user_code":`},
 		{"deviceself.json", a.DeviceSelfHandler(), 401, `"code":5018`},
 		{"challenge.json", a.ChallengeHandler(), 404, ``},
+		{"cas.json", a.CAsHandler(), 401, `"code":5018`},
 	} {
 		var ev events.APIGatewayV2HTTPRequest
 		loadEvent(t, c.event, &ev)

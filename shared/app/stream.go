@@ -20,6 +20,7 @@ func (a *App) deviceSelfGroup() httpapi.Group {
 	rs := certctrl.DeviceSelfRoutes(a.Stream, v)
 	rs = append(rs, a.DeviceCertSelfRoutes(a.Stream, v)...)
 	rs = append(rs, a.InstallConfigDeviceRoutes(a.InstallConfigs, v)...)
+	rs = append(rs, certctrl.DeviceCASelfRoutes(a.deviceCADeps(v))...)
 	return httpapi.Group{Name: "deviceself", Routes: rs}
 }
 

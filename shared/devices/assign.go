@@ -239,25 +239,37 @@ func (a *Assignments) IsAssigned(ctx context.Context, userID, deviceID, certID i
 // AssignedCertificates returns the ids of the certificates assigned to
 // the device, ascending. Errors are transient.
 func (a *Assignments) AssignedCertificates(ctx context.Context, userID, deviceID int64) ([]int64, error) {
-	return a.assignIDs(ctx, userID, assignDevPrefix(deviceID))
+	return idsUnder(ctx, a.assignSt, userID, assignDevPrefix(deviceID))
 }
 
 // List returns the device's assignments, by certificate id. Errors are
 // transient.
 func (a *Assignments) List(ctx context.Context, userID, deviceID int64) ([]Assignment, error) {
-	q := store.Query{Table: Table, PK: userPK(userID), SKPrefix: assignDevPrefix(deviceID), Limit: store.MaxQueryLimit}
-	out := []Assignment{}
+	return listJSON[Assignment](ctx, a.assignSt, userID, assignDevPrefix(deviceID))
+}
+
+// DevicesOf returns the ids of the devices the certificate is assigned
+// to, ascending. Errors are transient.
+func (a *Assignments) DevicesOf(ctx context.Context, userID, certID int64) ([]int64, error) {
+	return idsUnder(ctx, a.assignSt, userID, assignCertPrefix(certID))
+}
+
+// idsUnder reads the ids that end the sort keys under prefix in the
+// user's partition, ascending. Errors are transient.
+func idsUnder(ctx context.Context, st store.Store, userID int64, prefix string) ([]int64, error) {
+	q := store.Query{Table: Table, PK: userPK(userID), SKPrefix: prefix, Limit: store.MaxQueryLimit}
+	out := []int64{}
 	for {
-		page, err := a.assignSt.Query(ctx, q)
+		page, err := st.Query(ctx, q)
 		if err != nil {
-			return nil, fmt.Errorf("devices: list assignments: %w", err)
+			return nil, fmt.Errorf("devices: list %s: %w", prefix, err)
 		}
 		for _, it := range page.Items {
-			var as Assignment
-			if err := store.DecodeJSON(it, &as); err != nil {
-				return nil, err
+			id, err := strconv.ParseInt(strings.TrimPrefix(it.Key.SK, prefix), 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("devices: bad item %s", it.Key)
 			}
-			out = append(out, as)
+			out = append(out, id)
 		}
 		if q.Cursor = page.Cursor; q.Cursor == "" {
 			return out, nil
@@ -265,27 +277,22 @@ func (a *Assignments) List(ctx context.Context, userID, deviceID int64) ([]Assig
 	}
 }
 
-// DevicesOf returns the ids of the devices the certificate is assigned
-// to, ascending. Errors are transient.
-func (a *Assignments) DevicesOf(ctx context.Context, userID, certID int64) ([]int64, error) {
-	return a.assignIDs(ctx, userID, assignCertPrefix(certID))
-}
-
-// assignIDs reads the ids that end the sort keys under prefix.
-func (a *Assignments) assignIDs(ctx context.Context, userID int64, prefix string) ([]int64, error) {
+// listJSON decodes every item under prefix in the user's partition, by
+// sort key. Errors are transient.
+func listJSON[T any](ctx context.Context, st store.Store, userID int64, prefix string) ([]T, error) {
 	q := store.Query{Table: Table, PK: userPK(userID), SKPrefix: prefix, Limit: store.MaxQueryLimit}
-	out := []int64{}
+	out := []T{}
 	for {
-		page, err := a.assignSt.Query(ctx, q)
+		page, err := st.Query(ctx, q)
 		if err != nil {
-			return nil, fmt.Errorf("devices: list assignments: %w", err)
+			return nil, fmt.Errorf("devices: list %s: %w", prefix, err)
 		}
 		for _, it := range page.Items {
-			id, err := strconv.ParseInt(strings.TrimPrefix(it.Key.SK, prefix), 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("devices: bad assignment item %s", it.Key)
+			var v T
+			if err := store.DecodeJSON(it, &v); err != nil {
+				return nil, err
 			}
-			out = append(out, id)
+			out = append(out, v)
 		}
 		if q.Cursor = page.Cursor; q.Cursor == "" {
 			return out, nil

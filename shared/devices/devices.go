@@ -4,8 +4,8 @@
 // fingerprint, §1.2), the device authorization grant that onboards it
 // (grant.go, §1.1), each device's update signal stream (stream.go, §2),
 // certificate assignments with their keys wrapped to devices (assign.go,
-// wrap.go, §3) and install configs with the agent's notify (installconfig.go,
-// §4).
+// wrap.go, §3), private CAs on devices (cas.go, §4.1) and install configs
+// with the agent's notify (installconfig.go, §4).
 //
 // Store layout (table Table; each file documents its own keys):
 //
@@ -13,6 +13,7 @@
 //	user#<user>  pubid#<device_public_id>  the device id of a public id
 //	user#<user>  count                     how many devices the user has
 //	user#<user>  assign#..., wrap#...      assignments and key wraps
+//	user#<user>  ca#...                    private CAs on devices (cas.go)
 //	user#<user>  install#..., agentver#... install configs, agent versions
 //	stream#<device>  <cursor> | head       the device's signals
 //
