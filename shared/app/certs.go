@@ -10,10 +10,12 @@ import (
 )
 
 // wireCerts builds the DNS provider credentials and the certificate
-// records that name them.
+// records that name them; a key policy change queues the rewrap of the
+// certificate's devices (KindRewrap).
 func (a *App) wireCerts() {
 	a.DNSProviders = dnsprov.New(a.Store, a.Sealer, dnsprov.Config{Log: a.Log})
-	a.Certs = certs.New(a.Store, a.ACME, certs.Config{Providers: a.DNSProviders, DelegationZone: a.Config.DelegationZone, Log: a.Log})
+	a.Certs = certs.New(a.Store, a.ACME, certs.Config{Providers: a.DNSProviders, DelegationZone: a.Config.DelegationZone, Log: a.Log,
+		OnKeyPolicyChange: a.queueRewrap})
 }
 
 // certificatesGroup is the certificate records and the DNS provider

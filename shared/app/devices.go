@@ -33,6 +33,7 @@ func (a *App) wireDevices() {
 	})
 	a.DeviceGrant = devices.NewGrant(a.Store, devices.GrantConfig{VerificationURI: a.Config.PublicURL + "/device"})
 	a.InstallConfigs = a.NewInstallConfigs(a.Stream)
+	a.Steps.Register(KindRewrap, a.rewrapStep)
 }
 
 // devicesGroup is device onboarding and management with the user's

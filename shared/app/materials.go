@@ -5,14 +5,17 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
+	"github.com/certfleet/certfleet/shared/apperr"
 	"github.com/certfleet/certfleet/shared/certs"
 	"github.com/certfleet/certfleet/shared/devices"
 	"github.com/certfleet/certfleet/shared/httpapi"
 	"github.com/certfleet/certfleet/shared/httpapi/certctrl"
 	"github.com/certfleet/certfleet/shared/issuance"
 	"github.com/certfleet/certfleet/shared/keys"
+	"github.com/certfleet/certfleet/shared/queue"
 )
 
 // CertInfos gives device assignments the user's certificates.
@@ -82,6 +85,46 @@ func (a *App) DeviceCertUserRoutes(sig devices.Signaler) []httpapi.Route {
 // tokens verified by v (a.DeviceTokens, or its caching verifier).
 func (a *App) DeviceCertSelfRoutes(sig devices.Signaler, v httpapi.DeviceVerifier) []httpapi.Route {
 	return certctrl.DeviceCertSelfRoutes(a.deviceCertDeps(sig, v))
+}
+
+// KindRewrap is the worker message that brings a certificate's devices up
+// to its key distribution after its policy changed
+// (certs.Config.OnKeyPolicyChange): the certificates function only
+// queues it, so it needs no access to keys or devices.
+const KindRewrap = "devices.rewrap"
+
+type rewrapMessage struct {
+	UserID int64 `json:"user_id"`
+	CertID int64 `json:"certificate_id"`
+}
+
+// queueRewrap queues KindRewrap for the certificate.
+func (a *App) queueRewrap(ctx context.Context, userID, certID int64) error {
+	body, err := json.Marshal(rewrapMessage{UserID: userID, CertID: certID})
+	if err != nil {
+		return err
+	}
+	if _, err := a.Queue.Send(ctx, queue.Message{Kind: KindRewrap, Body: body}, 0); err != nil {
+		return fmt.Errorf("app: queue the rewrap of certificate %d: %w", certID, err)
+	}
+	return nil
+}
+
+// rewrapStep is the worker's handler of KindRewrap: every device the
+// certificate is assigned to is brought up to its policy and gets
+// cert.updated. A certificate deleted meanwhile is dropped; a transient
+// failure is retried.
+func (a *App) rewrapStep(ctx context.Context, d queue.Delivery) error {
+	var m rewrapMessage
+	if err := json.Unmarshal(d.Body, &m); err != nil || m.UserID <= 0 || m.CertID <= 0 {
+		a.Log.Error("devices: malformed rewrap message; dropped", "id", d.ID)
+		return nil
+	}
+	err := a.Assignments(a.Stream).Rewrap(ctx, m.UserID, m.CertID)
+	if apperr.CodeOf(err) == apperr.NotFound {
+		return nil
+	}
+	return err
 }
 
 // RewrapOnIssued is the hook the step machine calls once an issue of a

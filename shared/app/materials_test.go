@@ -291,6 +291,17 @@ func TestMaterialsScenarios(t *testing.T) {
 	if code, body := matCall("GET", self(master)+"/deploy-materials", "", one.token); code != 403 || !strings.Contains(body, `"key":"EXPORT_FORBIDDEN"`) {
 		t.Fatalf("without server_decrypt_export: %d %s", code, body)
 	}
+	// The policy change reaches the device: the worker rewraps (none for
+	// MASTER_ONLY) and signals cert.updated through the live stream.
+	s.waitFor("cert.updated after the policy change", func() bool {
+		p := updatesGet(t, s.base, "?limit=100", one.token, "")
+		for _, sg := range p.Signals() {
+			if sg.Type == "cert.updated" && sg.Ref["cert_id"] == float64(master) && sg.Ref["wrap_ready"] == false {
+				return true
+			}
+		}
+		return false
+	})
 
 	// 17: unassigning signals cert.unassigned; detail and materials 404.
 	if code, body := matCall("DELETE", fmt.Sprintf("/apiv1/me/devices/%d/certificates/%d", two.id, hybrid), "", ""); code != 204 {

@@ -38,6 +38,26 @@ type updatesPoll struct {
 	}
 }
 
+// polledSignal is one signal of a poll, its fields required.
+type polledSignal struct {
+	Type string
+	Ref  map[string]any
+}
+
+// Signals returns the signals of a 200 poll (none for any other answer).
+func (p updatesPoll) Signals() []polledSignal {
+	if p.Data == nil {
+		return nil
+	}
+	out := make([]polledSignal, 0, len(p.Data.Signals))
+	for _, s := range p.Data.Signals {
+		if s.Type != nil {
+			out = append(out, polledSignal{Type: *s.Type, Ref: s.Ref})
+		}
+	}
+	return out
+}
+
 // updatesGet polls as the agent does; inm, when set, is sent as
 // If-None-Match.
 func updatesGet(t testing.TB, base, query, token, inm string) updatesPoll {

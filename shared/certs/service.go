@@ -31,8 +31,13 @@ type Config struct {
 	// (CERTFLEET_DELEGATION_ZONE); "" makes that method unavailable for
 	// new certificates (existing ones keep it).
 	DelegationZone string
-	Now            func() time.Time
-	Log            *slog.Logger
+	// OnKeyPolicyChange, when set, is called after Update changed a
+	// certificate's key distribution (policy or server_decrypt_export),
+	// so that the devices holding it are told. Its error is logged: the
+	// change stands.
+	OnKeyPolicyChange func(ctx context.Context, userID, certID int64) error
+	Now               func() time.Time
+	Log               *slog.Logger
 }
 
 // Service is the certificate record service. Safe for concurrent use.
@@ -360,6 +365,11 @@ func (s *Service) Update(ctx context.Context, userID, id int64, ch Changes) (Cer
 	}
 	if moved {
 		s.releaseAccount(ctx, userID, cur.AcctID)
+	}
+	if s.cfg.OnKeyPolicyChange != nil && (next.Policy != cur.Policy || next.ServerDecryptExport != cur.ServerDecryptExport) {
+		if err := s.cfg.OnKeyPolicyChange(context.WithoutCancel(ctx), userID, id); err != nil {
+			s.log.Error("certs: telling devices of a key policy change failed", "user", userID, "certificate", id, "err", err)
+		}
 	}
 	return next, nil
 }

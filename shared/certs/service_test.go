@@ -590,3 +590,42 @@ func TestDelegationCNAMEs(t *testing.T) {
 		t.Fatalf("CNAMEs without a zone: %v", cn)
 	}
 }
+
+// A change of a certificate's key distribution (policy or
+// server_decrypt_export) calls OnKeyPolicyChange once, after it is
+// stored; other changes and no-op updates do not.
+func TestUpdateReportsKeyPolicyChanges(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	acct := r.account(1, "policy@example.com")
+	var seen []string // the stored policy and export flag at each call
+	svc := certs.New(r.parts.Store, r.accts, certs.Config{Providers: r.dns, OnKeyPolicyChange: func(ctx context.Context, userID, certID int64) error {
+		got, err := r.svc.Get(ctx, userID, certID)
+		if err != nil {
+			t.Error(err)
+		}
+		seen = append(seen, fmt.Sprint(got.Policy, " ", got.ServerDecryptExport))
+		return nil
+	}})
+	c, err := svc.Create(ctx, 1, certs.NewCertificate{DomainName: "policy.example", AcctID: acct.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		ch   certs.Changes
+		want string
+	}{
+		{certs.Changes{SANs: &[]string{"www.policy.example"}}, ""},
+		{certs.Changes{Policy: new(certs.PolicyMasterOnly)}, "MASTER_ONLY false"},
+		{certs.Changes{Policy: new(certs.PolicyMasterOnly)}, ""},
+		{certs.Changes{ServerDecryptExport: new(true)}, "MASTER_ONLY true"},
+	} {
+		seen = nil
+		if _, err := svc.Update(ctx, 1, c.ID, step.ch); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(seen, ","); got != step.want {
+			t.Fatalf("after %+v the hook saw %q; want %q", step.ch, got, step.want)
+		}
+	}
+}
