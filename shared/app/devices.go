@@ -10,11 +10,13 @@ import (
 )
 
 // wireDevices builds the device registry and the device authorization
-// grant, whose verification page is under the public URL.
-// A deleted device's update stream is closed and its certificate and CA
-// associations are forgotten; a device that re-registers with another key gets its
-// certificates wrapped to the new key. Install configs and assignments
-// signal devices through the stream.
+// grant, whose verification page is under the public URL. A deleted
+// device's update stream is closed and its certificate and CA
+// associations and config files are forgotten; a device that
+// re-registers with another key (a new install) gets its certificates
+// wrapped to the new key and then state.resync_required, so that it
+// fetches everything again. Install configs and assignments signal
+// devices through the stream.
 func (a *App) wireDevices() {
 	a.Stream = devices.NewStream(a.Store, devices.StreamConfig{})
 	a.Devices = devices.New(a.Store, a.DeviceTokens, devices.Config{Log: a.Log,
@@ -25,10 +27,17 @@ func (a *App) wireDevices() {
 			if err := a.Assignments(a.Stream).ForgetDevice(ctx, userID, deviceID); err != nil {
 				return err
 			}
-			return a.CAAssociations().ForgetDevice(ctx, userID, deviceID)
+			if err := a.CAAssociations().ForgetDevice(ctx, userID, deviceID); err != nil {
+				return err
+			}
+			return a.ConfigFiles().ForgetDevice(ctx, userID, deviceID)
 		},
 		OnKeyChange: func(ctx context.Context, userID, deviceID int64) error {
-			return a.Assignments(a.Stream).RewrapDevice(ctx, userID, deviceID)
+			if err := a.Assignments(a.Stream).RewrapDevice(ctx, userID, deviceID); err != nil {
+				return err
+			}
+			return a.Stream.Signal(ctx, userID, deviceID, devices.SignalResync,
+				map[string]any{"action": "full_resync", "reason": "device_key_changed"})
 		},
 	})
 	a.DeviceGrant = devices.NewGrant(a.Store, devices.GrantConfig{VerificationURI: a.Config.PublicURL + "/device"})
@@ -36,13 +45,19 @@ func (a *App) wireDevices() {
 	a.Steps.Register(KindRewrap, a.rewrapStep)
 }
 
+// ConfigFiles is the config files of the app's devices, signalled through
+// the update stream.
+func (a *App) ConfigFiles() *devices.ConfigFiles { return devices.NewConfigFiles(a.Devices, a.Stream) }
+
 // devicesGroup is device onboarding and management with the user's
-// certificate assignments, CA associations and install configs.
+// certificate assignments, CA associations, config files and install
+// configs.
 func (a *App) devicesGroup() httpapi.Group {
 	g := certctrl.DevicesGroup(certctrl.DeviceDeps{Devices: a.Devices, Grant: a.DeviceGrant, Tokens: a.DeviceTokens, Guard: a.Guard})
 	g.Routes = append(g.Routes, a.DeviceCertUserRoutes(a.Stream)...)
 	g.Routes = append(g.Routes, a.InstallConfigUserRoutes(a.InstallConfigs)...)
 	g.Routes = append(g.Routes, certctrl.DeviceCAUserRoutes(a.deviceCADeps(a.DeviceTokens))...)
+	g.Routes = append(g.Routes, certctrl.ConfigFileRoutes(a.ConfigFiles(), a.Guard)...)
 	g.Routes = certctrl.MergeDeviceGets(g.Routes)
 	return g
 }

@@ -101,8 +101,11 @@ func TestIsolationSweep(t *testing.T) {
 	if _, _, err := a.CAAssociations().Associate(ctx, userB.ID, devB.ID, caB.ID); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := a.ConfigFiles().Put(ctx, userB.ID, devB.ID, devices.ConfigFileApplication, json.RawMessage(`{"verbose":"b-private-verbose"}`), ""); err != nil {
+		t.Fatal(err)
+	}
 	secrets := []string{marker, "b@example.com", "b-acme@example.com", "b-private.example", "b-private-dns", dnsSecret, "b-private-device",
-		"b-private-ca", caB.SerialNumber}
+		"b-private-ca", caB.SerialNumber, "b-private-verbose"}
 
 	// B's object ids by parameter or field name; other ids get "1".
 	bIDs := map[string]string{httpapi.UserPathParam: fmt.Sprint(userB.ID), "apikey_id": keyB.ID,
@@ -202,9 +205,10 @@ func TestIsolationSweep(t *testing.T) {
 			t.Fatalf("B's own view of %s shows none of B's objects, so the sweep could not see a leak: %s", path, before[path])
 		}
 	}
-	// by-public-id and the CAs on a device share their route pattern with
-	// the other GETs under a device (certctrl.MergeDeviceGets), so the
-	// sweep's filled path does not reach them: check them by name.
+	// by-public-id, the CAs and the config files on a device share their
+	// route pattern with the other GETs under a device
+	// (certctrl.MergeDeviceGets), or need a file name, so the sweep's
+	// filled path does not reach them: check them by name.
 	for path, mark := range map[string]string{
 		fmt.Sprintf("/apiv1/users/%d/devices/by-public-id/%s", userB.ID, devicePublicID): "b-private-device",
 		fmt.Sprintf("/apiv1/users/%d/devices/%d/cas", userB.ID, devB.ID):                 "b-private-ca",
