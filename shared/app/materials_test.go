@@ -252,6 +252,18 @@ func TestMaterialsScenarios(t *testing.T) {
 	if string(openKey(two, hybrid)) != string(firstKey) {
 		t.Fatal("two devices got different keys")
 	}
+	// The user's view of one assignment and of what the device gets.
+	one2 := fmt.Sprintf("/apiv1/me/devices/%d/certificates/%d", two.id, hybrid)
+	if code, body := matCall("GET", one2, "", ""); code != 200 || !strings.Contains(body, `"wrap_ready":true`) {
+		t.Fatalf("one assignment: %d %s", code, body)
+	}
+	if code, body := matCall("GET", one2+"/bundle", "", ""); code != 200 || !strings.Contains(body, `"fullchain_pem":"-----BEGIN CERTIFICATE`) ||
+		strings.Contains(body, "PRIVATE KEY") {
+		t.Fatalf("bundle: %d %s", code, body)
+	}
+	if code, _ := matCall("GET", fmt.Sprintf("/apiv1/me/devices/%d/certificates/%d/bundle", two.id, hybrid+1000), "", ""); code != 404 {
+		t.Fatalf("bundle of a certificate not on the device: %d", code)
+	}
 
 	// 16: a renewal's new key reaches both devices.
 	second := issue(hybrid)

@@ -65,6 +65,8 @@ func DeviceCertRoutes(d DeviceCertDeps) []httpapi.Route {
 //	POST   devices/{device_id}/certificates {"certificate_id": N}   assign (201 new, 200 again; certificates:assign)
 //	GET    devices/{device_id}/certificates                          the device's assignments (devices:read)
 //	DELETE devices/{device_id}/certificates/{certificate_id}         unassign (204; certificates:assign)
+//	GET    devices/{device_id}/certificates/{certificate_id}         one assignment (devices:read)
+//	GET    devices/{device_id}/certificates/{certificate_id}/bundle  the detail the device gets, never a key (devices:read)
 //	POST   certificate-assign {"device_public_id", "certificate_id"?} the API-key automation of §4.4 (certificates:assign)
 //
 // A user reaches only their own devices and certificates (404).
@@ -82,6 +84,10 @@ func DeviceCertUserRoutes(d DeviceCertDeps) []httpapi.Route {
 			httpapi.Scope{ObType: "devices", Action: "read", ObIDParam: deviceParam}, rt.devicesSub(rt.list)},
 		{"DELETE", "devices/{" + deviceParam + "}/certificates/{" + certificateParam + "}",
 			httpapi.Scope{ObType: "certificates", Action: "assign", ObIDParam: certificateParam}, httpapi.Endpoint(rt.unassign)},
+		{"GET", "devices/{" + deviceParam + "}/certificates/{" + certificateParam + "}",
+			httpapi.Scope{ObType: "devices", Action: "read", ObIDParam: deviceParam}, httpapi.Endpoint(rt.getAssignment)},
+		{"GET", "devices/{" + deviceParam + "}/certificates/{" + certificateParam + "}/bundle",
+			httpapi.Scope{ObType: "devices", Action: "read", ObIDParam: deviceParam}, httpapi.Endpoint(rt.bundle)},
 		{"POST", "certificate-assign", assign, httpapi.Endpoint(rt.automationAssign)},
 	} {
 		rs = append(rs, userRoutes(d.Guard, r.method, r.suffix, r.scope, r.h)...)
@@ -310,10 +316,16 @@ func (rt deviceCertRoutes) detail(w http.ResponseWriter, r *http.Request) (int, 
 	if err != nil {
 		return 0, nil, err
 	}
-	ctx := r.Context()
-	if _, _, _, err := rt.Assignments.ForDevice(ctx, userID, deviceID, certID); err != nil {
+	if _, _, _, err := rt.Assignments.ForDevice(r.Context(), userID, deviceID, certID); err != nil {
 		return 0, nil, err
 	}
+	return rt.certDetail(w, r, userID, certID)
+}
+
+// certDetail answers the detail of the user's certificate as its devices
+// get it (§3.2): the certificate and its chain, never a key.
+func (rt deviceCertRoutes) certDetail(w http.ResponseWriter, r *http.Request, userID, certID int64) (int, any, error) {
+	ctx := r.Context()
 	c, err := rt.Certs.Get(ctx, userID, certID)
 	if err != nil {
 		return 0, nil, err
@@ -331,6 +343,44 @@ func (rt deviceCertRoutes) detail(w http.ResponseWriter, r *http.Request) (int, 
 		ChainPEM: ex.ChainPEM, FullchainPEM: ex.FullChainPEM, KeyDistPolicy: c.Policy, ServerDecryptExport: c.ServerDecryptExport,
 		Status: c.Status, IssueID: ex.IssueID, NotBefore: ex.NotBefore.Unix(), NotAfter: ex.NotAfter.Unix(),
 		CreatedAt: c.CreatedAt.Unix(), UpdatedAt: c.UpdatedAt.Unix()}, nil
+}
+
+// assignment reads the device and certificate of a user route and the
+// assignment between them. Errors: NotFound.
+func (rt deviceCertRoutes) assignment(r *http.Request) (userID int64, as devices.Assignment, err error) {
+	deviceID, err := httpapi.PathID(r, deviceParam)
+	if err != nil {
+		return 0, as, err
+	}
+	certID, err := certificateID(r)
+	if err != nil {
+		return 0, as, err
+	}
+	ctx, userID := r.Context(), httpapi.TargetUser(r.Context())
+	if _, err := rt.Devices.Get(ctx, userID, deviceID); err != nil {
+		return 0, as, err
+	}
+	as, err = rt.Assignments.Get(ctx, userID, deviceID, certID)
+	return userID, as, err
+}
+
+// getAssignment is one certificate on a device.
+func (rt deviceCertRoutes) getAssignment(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	_, as, err := rt.assignment(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, viewAssignment(as), nil
+}
+
+// bundle is what the device gets as the detail of a certificate on it
+// (never the key, which only the device can open).
+func (rt deviceCertRoutes) bundle(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	userID, as, err := rt.assignment(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	return rt.certDetail(w, r, userID, as.CertID)
 }
 
 // materials serves deploy-materials (§3.3): the AEAD fields for HYBRID and
