@@ -135,6 +135,20 @@ func TestAgentAgainstLocalServer(t *testing.T) {
 	if !strings.Contains(out.String(), "refreshed the session tokens") || !strings.Contains(out.String(), "no updates") {
 		t.Fatalf("updates after losing the access token:\n%s", out.String())
 	}
+
+	// state.resync_required from the stream is a full resync, once: the
+	// next poll does not replay the stream.
+	if err := a.Stream.Signal(ctx, u.ID, deviceID, devices.SignalResync, map[string]any{"action": "full_resync", "reason": "test"}); err != nil {
+		t.Fatal(err)
+	}
+	cmd("updates")
+	if !strings.Contains(out.String(), "the server asks for a full resync") {
+		t.Fatalf("updates with state.resync_required:\n%s", out.String())
+	}
+	cmd("updates")
+	if strings.Contains(out.String(), "full resync") || !strings.Contains(out.String(), "no updates") {
+		t.Fatalf("the poll after a resync:\n%s", out.String())
+	}
 }
 
 // fakeServer is a scripted device API serving a certificate whose
@@ -252,9 +266,10 @@ func (f *fakeServer) newCert(t *testing.T) {
 }
 
 // TestAgentPollingProtocol drives the agent against a scripted server:
-// the version notify, a refresh after 401, 429 Retry-After, a 409 cursor
-// gap (full resync), AEAD materials sealed by the server code, the cursor
-// sent back as If-None-Match, 204 and a plaintext-scheme renewal.
+// the version notify, the first run's full resync, a refresh after 401,
+// 429 Retry-After, a 409 cursor gap (full resync), AEAD materials sealed
+// by the server code, the cursor sent back as If-None-Match, 204 and a
+// plaintext-scheme renewal.
 func TestAgentPollingProtocol(t *testing.T) {
 	ctx := context.Background()
 	fakeDir = t.TempDir()
@@ -300,21 +315,26 @@ func TestAgentPollingProtocol(t *testing.T) {
 		t.Fatalf("device id %d", ag.DeviceID())
 	}
 
-	// 1: notify, 401 → refresh → 429 with Retry-After.
-	_, err := ag.Updates(ctx)
-	var re *agent.RetryError
-	if !errorsAs(err, &re) || re.After != 7*time.Second || f.notify != 1 || f.access != "access-2" {
-		t.Fatalf("first poll: %v notify=%d access=%s\n%s", err, f.notify, f.access, out.String())
-	}
-	// 2: 409 → full resync installs; the re-poll's cert.updated finds the
-	// same files.
+	// 1: notify, the first run's full resync (401 → refresh) installs,
+	// then the poll gets 429 with Retry-After.
 	p, err := ag.Updates(ctx)
+	var re *agent.RetryError
+	if !errorsAs(err, &re) || re.After != 7*time.Second || f.notify != 1 || f.access != "access-2" || p.Installed != 2 {
+		t.Fatalf("first poll: %+v %v notify=%d access=%s\n%s", p, err, f.notify, f.access, out.String())
+	}
+	paths := f.paths()
+	checkFiles(t, paths[0], paths[1], f.cert)
+	// 2: 409 → full resync installs the files lost meanwhile; the
+	// re-poll's cert.updated finds the same files.
+	for _, p := range paths {
+		os.Remove(p)
+	}
+	p, err = ag.Updates(ctx)
 	if err != nil || p.PollInterval != 42*time.Second || p.Installed != 2 {
 		t.Fatalf("resync: %+v %v\n%s", p, err, out.String())
 	}
-	paths := f.paths()
 	keyPEM := checkFiles(t, paths[0], paths[1], f.cert)
-	if got, _ := os.ReadFile(marker); string(got) != "state.resync_required\n" {
+	if got, _ := os.ReadFile(marker); string(got) != "state.resync_required\nstate.resync_required\n" {
 		t.Fatalf("marker %q\n%s", got, out.String())
 	}
 	// 3: 204 with the cursor sent back.
@@ -334,7 +354,7 @@ func TestAgentPollingProtocol(t *testing.T) {
 	if checkFiles(t, paths[0], paths[1], f.cert) == keyPEM {
 		t.Fatal("the key was not replaced")
 	}
-	if got, _ := os.ReadFile(marker); string(got) != "state.resync_required\ncert.updated\n" {
+	if got, _ := os.ReadFile(marker); string(got) != "state.resync_required\nstate.resync_required\ncert.updated\n" {
 		t.Fatalf("marker %q\n%s", got, out.String())
 	}
 	if want := []string{"", "", "", `"3-0"`, `"3-0"`}; fmt.Sprint(f.inm) != fmt.Sprint(want) {
@@ -377,4 +397,321 @@ func checkFiles(t *testing.T, keyPath, fullPath string, full []byte) string {
 		t.Fatal("the key is not the certificate's")
 	}
 	return string(keyPEM)
+}
+
+// agentKey is an API key of u for the agent's tests: device login,
+// devices, certificates and CAs.
+func agentKey(t *testing.T, a *app.App, u identity.User) string {
+	t.Helper()
+	var perms []identity.Permission
+	for _, s := range identity.Catalog {
+		switch s.ObType {
+		case "ForDeviceAuthenticate", "devices", "certificates", "cas":
+			perms = append(perms, identity.Permission{ObType: s.ObType, ObID: "*", Actions: s.Actions})
+		}
+	}
+	_, key, err := a.Identity.CreateAPIKey(context.Background(), u.ID, identity.NewAPIKey{Name: "agent", Permissions: perms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// apiCall sends a request with the API key, decodes the envelope's data
+// into into (when not nil) and returns the status.
+func apiCall(t *testing.T, base, key, method, path string, body any, into any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, base+path, rd)
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if into != nil {
+		var env struct{ Data json.RawMessage }
+		if err := json.Unmarshal(raw, &env); err != nil || json.Unmarshal(env.Data, into) != nil {
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, raw)
+		}
+	}
+	if resp.StatusCode >= 400 {
+		t.Logf("%s %s: %d %s", method, path, resp.StatusCode, raw)
+	}
+	return resp.StatusCode
+}
+
+// agentCLI runs the agent's commands over one state directory; the
+// output of the last command is in out.
+type agentCLI struct {
+	t     *testing.T
+	state string
+	out   bytes.Buffer
+}
+
+func (c *agentCLI) run(args ...string) error {
+	c.out.Reset()
+	return run(context.Background(), append(args, "--state", c.state), &c.out, &c.out)
+}
+
+func (c *agentCLI) must(args ...string) string {
+	c.t.Helper()
+	if err := c.run(args...); err != nil {
+		c.t.Fatalf("%v: %v\n%s", args, err, c.out.String())
+	}
+	return c.out.String()
+}
+
+// TestAgentExecItems applies exec items from install configs set on the
+// local server: they run once per change (not on an idle poll), with
+// their env replacing the agent's, an argv cmd as it is, their output
+// prefixed in the agent's; a failing one stops the rest and fails the
+// poll, unless continue_on_error; run_as another user fails the item; a
+// disabled one never runs.
+func TestAgentExecItems(t *testing.T) {
+	a, srv, u := localServer(t, "exec@example.com")
+	key := agentKey(t, a, u)
+	cli := &agentCLI{t: t, state: filepath.Join(t.TempDir(), "state")}
+	cli.must("login", "--server", srv.URL, "--apikey", key)
+	deviceID := agent.New(cli.state, io.Discard).DeviceID()
+	dir := t.TempDir()
+	marker, argvMarker, never := filepath.Join(dir, "record"), filepath.Join(dir, "argv"), filepath.Join(dir, "never")
+	put := func(installs ...map[string]any) {
+		t.Helper()
+		if code := apiCall(t, srv.URL, key, "PUT", fmt.Sprintf("/apiv1/users/%d/devices/%d/install-config", u.ID, deviceID),
+			map[string]any{"installs": installs}, nil); code != 200 {
+			t.Fatalf("put install config: %d", code)
+		}
+	}
+	records := func() []string {
+		b, _ := os.ReadFile(marker)
+		return strings.Fields(string(b))
+	}
+	record := map[string]any{"id": "record", "type": "exec", "env": map[string]string{"GREETING": "hi"},
+		"cmd": `printf '%s|%s|%s\n' "$GREETING" "${HOME-unset}" "$CERTCTRL_EVENT" >> '` + marker + `'`}
+	argv := map[string]any{"id": "argv", "type": "exec",
+		"cmd": []string{"/bin/sh", "-c", `echo "argv ran: $0 $1"; echo "$0 $1" >> "$2"`, "zero", "one", argvMarker}}
+	off := map[string]any{"id": "off", "type": "exec", "enabled": false, "cmd": "touch '" + never + "'"}
+
+	put(argv, record, off)
+	out := cli.must("updates")
+	if got := records(); len(got) != 1 || got[0] != "hi|unset|state.resync_required" {
+		t.Fatalf("records %q\n%s", got, out)
+	}
+	if b, _ := os.ReadFile(argvMarker); string(b) != "zero one\n" || !strings.Contains(out, `exec item "argv": argv ran: zero one`) {
+		t.Fatalf("argv item: %q\n%s", b, out)
+	}
+	// Nothing changed: nothing runs.
+	if out := cli.must("updates"); len(records()) != 1 || !strings.Contains(out, "no updates") {
+		t.Fatalf("idle poll: %q\n%s", records(), out)
+	}
+
+	// A failing item stops the rest and fails the poll.
+	put(map[string]any{"id": "fails", "type": "exec", "cmd": "echo boom >&2; exit 3"}, record)
+	err := cli.run("updates")
+	if err == nil || !strings.Contains(err.Error(), `exec item "fails" failed: exit status 3`) ||
+		!strings.Contains(cli.out.String(), `exec item "fails": boom`) || len(records()) != 1 {
+		t.Fatalf("failing item: %v %q\n%s", err, records(), cli.out.String())
+	}
+	// With continue_on_error the next item runs; run_as another user
+	// fails the item.
+	put(map[string]any{"id": "fails", "type": "exec", "cmd": "exit 3", "continue_on_error": true},
+		map[string]any{"id": "as-root", "type": "exec", "cmd": "true", "run_as": "certfleet-nobody", "continue_on_error": true},
+		record, off)
+	out = cli.must("updates")
+	if got := records(); len(got) != 2 || got[1] != "hi|unset|install.updated" {
+		t.Fatalf("records %q\n%s", got, out)
+	}
+	for _, want := range []string{`exec item "fails" failed: exit status 3 (continue_on_error)`,
+		`exec item "as-root": run_as "certfleet-nobody": the agent runs as`} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("no %q in:\n%s", want, out)
+		}
+	}
+	if _, err := os.Stat(never); !os.IsNotExist(err) {
+		t.Fatalf("the disabled item ran: %v", err)
+	}
+}
+
+// TestAgentLongPoll polls with --wait: an idle stream holds the poll
+// about the wait, a signal arriving meanwhile ends it at once, and run
+// --wait picks a signal up the same way.
+func TestAgentLongPoll(t *testing.T) {
+	a, srv, u := localServer(t, "wait@example.com")
+	key := agentKey(t, a, u)
+	cli := &agentCLI{t: t, state: filepath.Join(t.TempDir(), "state")}
+	cli.must("login", "--server", srv.URL, "--apikey", key)
+	deviceID := agent.New(cli.state, io.Discard).DeviceID()
+	cli.must("updates") // the first run's resync, and the stream's start
+	if err := cli.run("updates", "--wait", "31"); err == nil || !strings.Contains(err.Error(), "--wait must be 0..30") {
+		t.Fatalf("--wait 31: %v", err)
+	}
+	version := 0
+	put := func() {
+		version++
+		path := fmt.Sprintf("/apiv1/users/%d/devices/%d/install-config", u.ID, deviceID)
+		if code := apiCall(t, srv.URL, key, "PUT", path, map[string]any{"installs": []any{}, "after_update_script": fmt.Sprint("true ", version)}, nil); code != 200 {
+			t.Errorf("put install config: %d", code)
+		}
+	}
+
+	start := time.Now()
+	out := cli.must("updates", "--wait", "1")
+	if took := time.Since(start); took < 900*time.Millisecond || took > 3*time.Second || !strings.Contains(out, "no updates") {
+		t.Fatalf("idle --wait 1 took %s:\n%s", took, out)
+	}
+
+	start = time.Now()
+	time.AfterFunc(500*time.Millisecond, put)
+	out = cli.must("updates", "--wait", "20")
+	if took := time.Since(start); took < 400*time.Millisecond || took > 5*time.Second || !strings.Contains(out, "saved install config version 1") {
+		t.Fatalf("--wait 20 with a signal after 500ms took %s:\n%s", took, out)
+	}
+
+	// run --wait: the held poll gets the next signal.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &lineWriter{lines: make(chan string, 100)}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"run", "--wait", "20", "--state", cli.state}, w, w) }()
+	time.AfterFunc(500*time.Millisecond, put)
+	for deadline := time.After(10 * time.Second); ; {
+		select {
+		case l := <-w.lines:
+			if l != "saved install config version 2 (0 items)" {
+				continue
+			}
+		case err := <-done:
+			t.Fatalf("run ended: %v", err)
+		case <-deadline:
+			t.Fatal("run --wait did not pick up the signal")
+		}
+		break
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAgentImportsCA puts a private CA created on the local server on the
+// device: ca.assigned brings its bundle into the state directory, the
+// trust directory (then the trust update command runs) and the import_ca
+// item's files, and runs the exec item on the CA; the same CA assigned
+// again changes nothing; ca.unassigned takes it out of the trust
+// directory and the state directory and leaves the installed files.
+func TestAgentImportsCA(t *testing.T) {
+	a, srv, u := localServer(t, "ca@example.com")
+	key := agentKey(t, a, u)
+	cli := &agentCLI{t: t, state: filepath.Join(t.TempDir(), "state")}
+	cli.must("login", "--server", srv.URL, "--apikey", key)
+	deviceID := agent.New(cli.state, io.Discard).DeviceID()
+
+	var ca struct {
+		ID               int64  `json:"id"`
+		SerialNumber     string `json:"serial_number"`
+		CACertificatePEM string `json:"ca_certificate_pem"`
+	}
+	if code := apiCall(t, srv.URL, key, "POST", fmt.Sprintf("/apiv1/users/%d/cas", u.ID),
+		map[string]any{"name": "Office root", "common_name": "Office Root CA"}, &ca); code != 201 || ca.ID == 0 || ca.CACertificatePEM == "" {
+		t.Fatalf("create CA: %d %+v", code, ca)
+	}
+	dir := t.TempDir()
+	trustDir, trustLog, execLog := filepath.Join(dir, "trust"), filepath.Join(dir, "trust-updates"), filepath.Join(dir, "ca-exec")
+	to := []string{filepath.Join(dir, "pki", "office.pem"), filepath.Join(dir, "pki", "office.der"), filepath.Join(dir, "pki", "office.json")}
+	if code := apiCall(t, srv.URL, key, "PUT", fmt.Sprintf("/apiv1/users/%d/devices/%d/install-config", u.ID, deviceID), map[string]any{"installs": []any{
+		map[string]any{"id": "office", "type": "import_ca", "ob_type": "ca", "ob_id": ca.ID, "from": []string{"ca.pem", "ca.der", "meta.json"}, "to": to},
+		map[string]any{"id": "on-ca", "type": "exec", "ob_type": "ca", "ob_id": ca.ID, "cmd": `echo "$CERTCTRL_EVENT" >> '` + execLog + `'`},
+	}}, nil); code != 200 {
+		t.Fatalf("put install config: %d", code)
+	}
+	flags := []string{"--trust-dir", trustDir, "--trust-update-cmd", "echo updated >> '" + trustLog + "'"}
+	updates := func() string { t.Helper(); return cli.must(append([]string{"updates"}, flags...)...) }
+	lines := func(path string) []string {
+		b, _ := os.ReadFile(path)
+		return strings.Fields(string(b))
+	}
+	trustFile := filepath.Join(trustDir, fmt.Sprintf("certfleet-ca-%d.crt", ca.ID))
+	stateCA := filepath.Join(cli.state, "cas", fmt.Sprint(ca.ID), "ca.pem")
+
+	// The first run's resync applies the import_ca item: the CA is not
+	// on the device yet (404), nothing is imported.
+	out := updates()
+	if _, err := os.Stat(trustFile); !os.IsNotExist(err) || !strings.Contains(out, fmt.Sprintf("CA %d: nothing imported (not assigned to this device", ca.ID)) {
+		t.Fatalf("before the association (%v):\n%s", err, out)
+	}
+
+	// Associated: ca.assigned imports it.
+	path := fmt.Sprintf("/apiv1/users/%d/devices/%d/cas", u.ID, deviceID)
+	if code := apiCall(t, srv.URL, key, "POST", path, map[string]any{"ca_id": ca.ID}, nil); code != 201 {
+		t.Fatalf("associate: %d", code)
+	}
+	out = updates()
+	for _, p := range []string{trustFile, stateCA, to[0]} {
+		b, err := os.ReadFile(p)
+		fi, _ := os.Stat(p)
+		if err != nil || string(b) != ca.CACertificatePEM || fi.Mode().Perm() != 0o644 {
+			t.Fatalf("%s: %v %v\n%s", p, fi, err, out)
+		}
+	}
+	blk, _ := pem.Decode([]byte(ca.CACertificatePEM))
+	if der, _ := os.ReadFile(to[1]); blk == nil || !bytes.Equal(der, blk.Bytes) {
+		t.Fatalf("ca.der is not the CA's certificate\n%s", out)
+	}
+	var meta struct {
+		CAID         int64  `json:"ca_id"`
+		Name         string `json:"name"`
+		SerialNumber string `json:"serial_number"`
+		Subject      string `json:"subject"`
+	}
+	if b, _ := os.ReadFile(to[2]); json.Unmarshal(b, &meta) != nil || meta.CAID != ca.ID || meta.Name != "Office root" ||
+		meta.SerialNumber != ca.SerialNumber || !strings.Contains(meta.Subject, "Office Root CA") {
+		t.Fatalf("meta.json %+v\n%s", meta, out)
+	}
+	if got := lines(trustLog); len(got) != 1 {
+		t.Fatalf("trust updates %q\n%s", got, out)
+	}
+	// (The first run ran it too: the config was new.)
+	if got := lines(execLog); len(got) != 2 || got[1] != "ca.assigned" {
+		t.Fatalf("exec on the CA %q\n%s", got, out)
+	}
+
+	// Associated again: the server signals again, nothing changes.
+	if code := apiCall(t, srv.URL, key, "POST", path, map[string]any{"ca_id": ca.ID}, nil); code != 200 {
+		t.Fatalf("associate again: %d", code)
+	}
+	out = updates()
+	if len(lines(trustLog)) != 1 || len(lines(execLog)) != 2 || !strings.Contains(out, fmt.Sprintf("CA %d at %s is up to date", ca.ID, trustFile)) {
+		t.Fatalf("associated again: %q %q\n%s", lines(trustLog), lines(execLog), out)
+	}
+
+	// Dissociated: out of the trust and state directories, the installed
+	// files stay.
+	if code := apiCall(t, srv.URL, key, "DELETE", fmt.Sprintf("%s/%d", path, ca.ID), nil, nil); code != 204 {
+		t.Fatalf("dissociate: %d", code)
+	}
+	out = updates()
+	for _, p := range []string{trustFile, filepath.Dir(stateCA)} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Fatalf("%s still there (%v):\n%s", p, err, out)
+		}
+	}
+	for _, p := range to {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("installed file removed: %v\n%s", err, out)
+		}
+	}
+	if got := lines(trustLog); len(got) != 2 {
+		t.Fatalf("trust updates after the dissociation %q\n%s", got, out)
+	}
+	if got := lines(execLog); len(got) != 3 || got[2] != "ca.unassigned" {
+		t.Fatalf("exec on the CA after the dissociation %q\n%s", got, out)
+	}
+	t.Logf("agent output:\n%s", out)
 }

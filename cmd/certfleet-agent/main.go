@@ -1,10 +1,11 @@
 // Command certfleet-agent is a small device agent for certfleet's device
 // API (the cert-ctrl device protocol): it logs the device in, polls its
-// update signals and installs the certificates its install config copies.
+// update signals, installs the certificates its install config copies,
+// runs its exec items and imports the private CAs assigned to it.
 //
 //	certfleet-agent login --server URL [--state DIR] [--apikey KEY]
-//	certfleet-agent updates [--state DIR]
-//	certfleet-agent run [--state DIR] [--interval 60s]
+//	certfleet-agent updates [--state DIR] [--wait N] [--trust-dir DIR] [--trust-update-cmd CMD]
+//	certfleet-agent run [--state DIR] [--interval 60s] [--wait N] [--trust-dir DIR] [--trust-update-cmd CMD]
 package main
 
 import (
@@ -15,6 +16,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -26,8 +28,8 @@ var version = "dev"
 
 const usage = `usage:
   certfleet-agent login --server URL [--state DIR] [--apikey KEY]
-  certfleet-agent updates [--state DIR]
-  certfleet-agent run [--state DIR] [--interval 60s]`
+  certfleet-agent updates [--state DIR] [--wait N] [--trust-dir DIR] [--trust-update-cmd CMD]
+  certfleet-agent run [--state DIR] [--interval 60s] [--wait N] [--trust-dir DIR] [--trust-update-cmd CMD]`
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -64,11 +66,21 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) error {
 	apikey := fs.String("apikey", "", "register with this API key instead of the device code flow (login)")
 	name := fs.String("name", "", "the device's name (login)")
 	interval := fs.Duration("interval", 60*time.Second, "the poll interval (run)")
+	wait := fs.Int("wait", 0, "hold each poll up to N seconds until a signal arrives, 0..30 (updates, run)")
+	trustDir := fs.String("trust-dir", "", "write assigned CAs to this directory as certfleet-ca-<id>.crt, e.g. /usr/local/share/ca-certificates (updates, run)")
+	trustCmd := fs.String("trust-update-cmd", "", "run this with /bin/sh -c after the trust directory changed, e.g. update-ca-certificates (updates, run)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
+	if *wait < 0 || *wait > agent.MaxWait {
+		return fmt.Errorf("--wait must be 0..%d seconds", agent.MaxWait)
+	}
+	if *trustDir != "" && !filepath.IsAbs(*trustDir) {
+		return errors.New("--trust-dir must be an absolute path")
+	}
 	a := agent.New(*state, out)
 	a.Version = version
+	a.Wait, a.TrustDir, a.TrustUpdateCmd = *wait, *trustDir, *trustCmd
 	switch args[0] {
 	case "login":
 		return a.Login(ctx, agent.LoginOptions{Server: *server, APIKey: *apikey, Name: *name})

@@ -2,12 +2,15 @@
 // cert-ctrl device protocol the server implements
 // (shared/protocol/cert-ctrl-device-protocol.md §1-4). It logs a device
 // in (API key or device authorization grant), polls the device's update
-// signals and installs the certificates its install config copies.
+// signals, installs the certificates its install config copies, runs its
+// exec items and imports the private CAs assigned to the device.
 //
 // The agent keeps its state in one directory: dev_sk.bin (the X25519
-// secret key, 0600), state.json (server, device ids, polling cursor),
-// session.json (tokens, 0600) and install_config.json (the last install
-// config fetched).
+// secret key, 0600), state.json (server, device ids, polling cursor, CAs
+// to fetch again), session.json (tokens, 0600), install_config.json (the
+// last install config fetched), certs/<id>/pfx.json (the password of the
+// certificate's bundle.pfx, 0600) and cas/<id>/ (each assigned CA's
+// ca.pem and meta.json, 0644).
 package agent
 
 import (
@@ -38,8 +41,18 @@ type Agent struct {
 	Out io.Writer
 	// Version is reported in the version notify.
 	Version string
-	// ScriptTimeout bounds after_update_script (30 s when zero).
+	// ScriptTimeout bounds after_update_script and TrustUpdateCmd (30 s
+	// when zero).
 	ScriptTimeout time.Duration
+	// Wait holds each poll up to Wait seconds until a signal arrives
+	// (0..30, the server's wait parameter; 0 answers at once).
+	Wait int
+	// TrustDir is the trust store directory assigned CAs are written to
+	// as certfleet-ca-<id>.crt (none when empty).
+	TrustDir string
+	// TrustUpdateCmd runs with /bin/sh -c after TrustDir changed (e.g.
+	// update-ca-certificates; nothing when empty).
+	TrustUpdateCmd string
 
 	st       state
 	sess     session
@@ -59,11 +72,24 @@ func (a *Agent) printf(format string, args ...any) {
 	fmt.Fprintf(out, format+"\n", args...)
 }
 
+// requestTimeout bounds a request when Client sets no timeout.
+const requestTimeout = 60 * time.Second
+
+// client is Client (http.DefaultClient when nil) with a Timeout that
+// outlasts a held poll: requestTimeout + Wait when it has none or a
+// shorter one than Wait + 30 s.
 func (a *Agent) client() *http.Client {
-	if a.Client != nil {
-		return a.Client
+	c := a.Client
+	if c == nil {
+		c = http.DefaultClient
 	}
-	return http.DefaultClient
+	wait := time.Duration(max(a.Wait, 0)) * time.Second
+	if c.Timeout != 0 && c.Timeout >= wait+30*time.Second {
+		return c
+	}
+	cc := *c
+	cc.Timeout = requestTimeout + wait
+	return &cc
 }
 
 // apiError is the server's error envelope (§6).

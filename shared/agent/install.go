@@ -6,14 +6,16 @@ import (
 	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,17 +33,28 @@ type installConfig struct {
 
 // installItem is one install item.
 type installItem struct {
-	ID      string   `json:"id"`
-	Type    string   `json:"type"`
-	Enabled *bool    `json:"enabled"`
-	ObType  string   `json:"ob_type"`
-	ObID    flexInt  `json:"ob_id"`
-	From    []string `json:"from"`
-	To      []string `json:"to"`
+	ID              string  `json:"id"`
+	Type            string  `json:"type"`
+	Enabled         *bool   `json:"enabled"`
+	ContinueOnError bool    `json:"continue_on_error"`
+	ObType          string  `json:"ob_type"`
+	ObID            flexInt `json:"ob_id"`
+	// From names virtual files (certMaterial, caFiles); To their
+	// destinations, "" skipping one.
+	From []string `json:"from"`
+	To   []string `json:"to"`
+	// Cmd is a string (/bin/sh -c) or an argv array; a non-empty one
+	// makes the item an exec item, whatever its type.
+	Cmd       json.RawMessage   `json:"cmd"`
+	TimeoutMs flexInt           `json:"timeout_ms"`
+	RunAs     string            `json:"run_as"`
+	Env       map[string]string `json:"env"`
 }
 
+func (it installItem) enabled() bool { return it.Enabled == nil || *it.Enabled }
+
 func (it installItem) copiesCert(id int64) bool {
-	return (it.Enabled == nil || *it.Enabled) && it.Type == "copy" && it.ObType == "cert" && int64(it.ObID) == id && len(it.To) > 0
+	return it.enabled() && it.Type == "copy" && it.ObType == "cert" && int64(it.ObID) == id && len(it.To) > 0
 }
 
 // certIDs are the certificates the config's enabled copy items copy.
@@ -69,28 +82,30 @@ func (a *Agent) savedInstallConfig() (*installConfig, error) {
 	return &c, nil
 }
 
-// fetchInstallConfig gets the device's install config and saves it.
-func (a *Agent) fetchInstallConfig(ctx context.Context) (*installConfig, error) {
+// fetchInstallConfig gets the device's install config and saves it; it
+// reports whether the config differs from the saved one.
+func (a *Agent) fetchInstallConfig(ctx context.Context) (*installConfig, bool, error) {
 	r, err := a.device(ctx, "GET", "/apiv1/devices/self/install-config", nil, nil)
 	if err != nil {
-		return nil, fmt.Errorf("install config: %w", err)
+		return nil, false, fmt.Errorf("install config: %w", err)
 	}
 	if r.Status != 200 {
-		return nil, r.failure("install config")
+		return nil, false, r.failure("install config")
 	}
 	var raw json.RawMessage
 	if err := r.data(&raw); err != nil {
-		return nil, fmt.Errorf("install config: %w", err)
+		return nil, false, fmt.Errorf("install config: %w", err)
 	}
 	var c installConfig
 	if err := json.Unmarshal(raw, &c); err != nil {
-		return nil, fmt.Errorf("install config: %w", err)
+		return nil, false, fmt.Errorf("install config: %w", err)
 	}
-	if _, err := writeFileAtomic(a.path(configFile), raw, 0o600); err != nil {
-		return nil, err
+	changed, err := writeFileAtomic(a.path(configFile), raw, 0o600)
+	if err != nil {
+		return nil, false, err
 	}
 	a.printf("saved install config version %d (%d items)", c.Version, len(c.Installs))
-	return &c, nil
+	return &c, changed, nil
 }
 
 // errNotReady is a certificate whose materials are not there yet
@@ -98,53 +113,78 @@ func (a *Agent) fetchInstallConfig(ctx context.Context) (*installConfig, error) 
 var errNotReady = errors.New("not ready")
 
 // installCert writes the files of every enabled copy item of the
-// certificate; it returns how many files changed.
-func (a *Agent) installCert(ctx context.Context, cfg *installConfig, certID int64) (int, error) {
+// certificate; it returns how many files changed and the password of
+// its bundle.pfx ("" when no item copies one).
+func (a *Agent) installCert(ctx context.Context, cfg *installConfig, certID int64) (int, string, error) {
 	var items []installItem
+	wantPFX := false
 	for _, it := range cfg.Installs {
 		if it.copiesCert(certID) {
 			items = append(items, it)
+			wantPFX = wantPFX || slices.Contains(it.From, "bundle.pfx")
 		}
 	}
 	if len(items) == 0 {
 		a.printf("certificate %d: no copy item in the install config", certID)
-		return 0, nil
+		return 0, "", nil
 	}
-	files, err := a.materialize(ctx, certID)
+	m, err := a.materialize(ctx, certID)
 	if errors.Is(err, errNotReady) {
 		a.printf("certificate %d is not ready yet (%v)", certID, err)
-		return 0, nil
+		return 0, "", nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("certificate %d: %w", certID, err)
+		return 0, "", fmt.Errorf("certificate %d: %w", certID, err)
+	}
+	password := ""
+	if wantPFX {
+		pfx, pw, err := a.bundlePFX(m)
+		if err != nil {
+			return 0, "", fmt.Errorf("certificate %d: bundle.pfx: %w", certID, err)
+		}
+		m.files["bundle.pfx"] = vfile{pfx, 0o600}
+		password = pw
 	}
 	changed := 0
 	for _, it := range items {
-		if len(it.From) != len(it.To) {
-			return changed, fmt.Errorf("install item %q: from and to differ in length", it.ID)
+		n, err := a.copyFiles(it, m.files, fmt.Sprintf("certificate %d", certID))
+		changed += n
+		if err != nil {
+			return changed, password, err
 		}
-		for i, from := range it.From {
-			to := it.To[i]
-			if to == "" {
-				continue
-			}
-			f, ok := files[from]
-			if !ok {
-				return changed, fmt.Errorf("install item %q: unsupported file %q", it.ID, from)
-			}
-			if !strings.HasPrefix(to, "/") {
-				return changed, fmt.Errorf("install item %q: %q is not an absolute path", it.ID, to)
-			}
-			did, err := writeFileAtomic(to, f.data, f.mode)
-			if err != nil {
-				return changed, fmt.Errorf("install %s of certificate %d: %w", from, certID, err)
-			}
-			if did {
-				changed++
-				a.printf("installed certificate %d to %s (%s)", certID, to, from)
-			} else {
-				a.printf("certificate %d %s at %s is up to date", certID, from, to)
-			}
+	}
+	return changed, password, nil
+}
+
+// copyFiles writes the item's from files to its to paths atomically;
+// what names the source in the output ("certificate 7", "CA 3"). It
+// returns how many files changed.
+func (a *Agent) copyFiles(it installItem, files map[string]vfile, what string) (int, error) {
+	if len(it.From) != len(it.To) {
+		return 0, fmt.Errorf("install item %q: from and to differ in length", it.ID)
+	}
+	changed := 0
+	for i, from := range it.From {
+		to := it.To[i]
+		if to == "" {
+			continue
+		}
+		f, ok := files[from]
+		if !ok {
+			return changed, fmt.Errorf("install item %q: unsupported file %q", it.ID, from)
+		}
+		if !strings.HasPrefix(to, "/") {
+			return changed, fmt.Errorf("install item %q: %q is not an absolute path", it.ID, to)
+		}
+		did, err := writeFileAtomic(to, f.data, f.mode)
+		if err != nil {
+			return changed, fmt.Errorf("install %s of %s: %w", from, what, err)
+		}
+		if did {
+			changed++
+			a.printf("installed %s to %s (%s)", what, to, from)
+		} else {
+			a.printf("%s %s at %s is up to date", what, from, to)
 		}
 	}
 	return changed, nil
@@ -155,9 +195,32 @@ type vfile struct {
 	mode os.FileMode
 }
 
+// certMaterial is a certificate's materials and its virtual files:
+// private.key (0600), certificate.pem, chain.pem, fullchain.pem,
+// certificate.der and meta.json; installCert adds bundle.pfx.
+type certMaterial struct {
+	id    int64
+	key   crypto.Signer
+	leaf  *x509.Certificate
+	chain []*x509.Certificate
+	files map[string]vfile
+}
+
+// certMeta is a certificate's meta.json: what it is, never key material.
+type certMeta struct {
+	CertID            int64     `json:"cert_id"`
+	DomainName        string    `json:"domain_name"`
+	Serial            string    `json:"serial"`
+	NotBefore         time.Time `json:"not_before"`
+	NotAfter          time.Time `json:"not_after"`
+	SHA256Fingerprint string    `json:"sha256_fingerprint"`
+	SANs              []string  `json:"sans"`
+	Issuer            string    `json:"issuer"`
+}
+
 // materialize fetches the certificate's detail and deploy materials
 // (§3.1) and builds its virtual files.
-func (a *Agent) materialize(ctx context.Context, certID int64) (map[string]vfile, error) {
+func (a *Agent) materialize(ctx context.Context, certID int64) (*certMaterial, error) {
 	base := fmt.Sprintf("/apiv1/devices/self/certificates/%d", certID)
 	r, err := a.device(ctx, "GET", base, nil, nil)
 	if err != nil {
@@ -180,6 +243,7 @@ func (a *Agent) materialize(ctx context.Context, certID int64) (map[string]vfile
 		raw = wrapped.Certificate
 	}
 	var detail struct {
+		DomainName     string          `json:"domain_name"`
 		CertificatePEM json.RawMessage `json:"certificate_pem"`
 		Cert           json.RawMessage `json:"cert"`
 		ChainPEM       string          `json:"chain_pem"`
@@ -199,15 +263,7 @@ func (a *Agent) materialize(ctx context.Context, certID int64) (map[string]vfile
 	// A single PEM string may hold the whole chain: split its blocks.
 	var blocks []string
 	for _, p := range pems {
-		rest := []byte(p)
-		for {
-			var b *pem.Block
-			b, rest = pem.Decode(rest)
-			if b == nil {
-				break
-			}
-			blocks = append(blocks, string(pem.EncodeToMemory(b)))
-		}
+		blocks = append(blocks, pemBlocks([]byte(p))...)
 	}
 	if len(blocks) == 0 {
 		return nil, errors.New("the detail's certificate is not PEM")
@@ -226,21 +282,69 @@ func (a *Agent) materialize(ctx context.Context, certID int64) (map[string]vfile
 	if err != nil {
 		return nil, fmt.Errorf("the detail's certificate: %w", err)
 	}
+	var issuers []*x509.Certificate
+	for _, b := range pemBlocks([]byte(chain)) {
+		blk, _ := pem.Decode([]byte(b))
+		if c, err := x509.ParseCertificate(blk.Bytes); err == nil {
+			issuers = append(issuers, c)
+		}
+	}
 
-	key, err := a.privateKey(ctx, base, detail.PrivateKeyPEM)
+	keyPEM, err := a.privateKey(ctx, base, detail.PrivateKeyPEM)
 	if err != nil {
 		return nil, err
 	}
-	if err := keyMatches(key, leaf.PublicKey); err != nil {
+	key, err := parseKey(keyPEM)
+	if err != nil {
 		return nil, err
 	}
-	return map[string]vfile{
-		"private.key":     {key, 0o600},
+	if p, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !p.Equal(leaf.PublicKey) {
+		return nil, errors.New("the private key does not match the certificate")
+	}
+	meta, err := json.MarshalIndent(newCertMeta(certID, detail.DomainName, leaf), "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return &certMaterial{id: certID, key: key, leaf: leaf, chain: issuers, files: map[string]vfile{
+		"private.key":     {keyPEM, 0o600},
 		"certificate.pem": {[]byte(leafPEM), 0o644},
 		"chain.pem":       {[]byte(chain), 0o644},
 		"fullchain.pem":   {[]byte(full), 0o644},
 		"certificate.der": {leafBlock.Bytes, 0o644},
-	}, nil
+		"meta.json":       {append(meta, '\n'), 0o644},
+	}}, nil
+}
+
+// newCertMeta describes the leaf; domain is the detail's domain_name
+// (the leaf's first name when empty).
+func newCertMeta(certID int64, domain string, leaf *x509.Certificate) certMeta {
+	sans := append([]string{}, leaf.DNSNames...)
+	for _, ip := range leaf.IPAddresses {
+		sans = append(sans, ip.String())
+	}
+	if domain == "" {
+		domain = leaf.Subject.CommonName
+		if domain == "" && len(sans) > 0 {
+			domain = sans[0]
+		}
+	}
+	fp := sha256.Sum256(leaf.Raw)
+	return certMeta{CertID: certID, DomainName: domain, Serial: hex.EncodeToString(leaf.SerialNumber.Bytes()),
+		NotBefore: leaf.NotBefore.UTC(), NotAfter: leaf.NotAfter.UTC(), SHA256Fingerprint: hex.EncodeToString(fp[:]),
+		SANs: sans, Issuer: leaf.Issuer.String()}
+}
+
+// pemBlocks splits PEM text into its blocks, each re-encoded.
+func pemBlocks(b []byte) []string {
+	var out []string
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			return out
+		}
+		out = append(out, string(pem.EncodeToMemory(blk)))
+	}
 }
 
 // pemList reads a PEM string or an array of them.
@@ -405,11 +509,11 @@ func toPEM(b []byte) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
-// keyMatches checks that the PEM private key is the certificate's.
-func keyMatches(keyPEM []byte, pub crypto.PublicKey) error {
+// parseKey parses a PEM private key (PKCS #8, PKCS #1 or SEC 1).
+func parseKey(keyPEM []byte) (crypto.Signer, error) {
 	b, _ := pem.Decode(keyPEM)
 	if b == nil {
-		return errors.New("the private key is not PEM")
+		return nil, errors.New("the private key is not PEM")
 	}
 	var key any
 	var err error
@@ -422,16 +526,13 @@ func keyMatches(keyPEM []byte, pub crypto.PublicKey) error {
 		key, err = x509.ParsePKCS8PrivateKey(b.Bytes)
 	}
 	if err != nil {
-		return fmt.Errorf("the private key: %w", err)
+		return nil, fmt.Errorf("the private key: %w", err)
 	}
 	s, ok := key.(crypto.Signer)
 	if !ok {
-		return errors.New("the private key is not a signing key")
+		return nil, errors.New("the private key is not a signing key")
 	}
-	if p, ok := s.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !p.Equal(pub) {
-		return errors.New("the private key does not match the certificate")
-	}
-	return nil
+	return s, nil
 }
 
 // scriptVariant picks the posix.sh block of after_update_script, or
@@ -458,8 +559,9 @@ func scriptVariant(text string) string {
 }
 
 // runScript runs the config's after_update_script with /bin/sh -c, the
-// event type as $1.
-func (a *Agent) runScript(ctx context.Context, cfg *installConfig, event string) error {
+// event type as $1 and env (CERTCTRL_EVENT, CERTCTRL_PFX_PASSWORD...)
+// added to the agent's environment.
+func (a *Agent) runScript(ctx context.Context, cfg *installConfig, event string, env []string) error {
 	if cfg == nil || cfg.AfterUpdateScript == nil {
 		return nil
 	}
@@ -467,22 +569,17 @@ func (a *Agent) runScript(ctx context.Context, cfg *installConfig, event string)
 	if strings.TrimSpace(script) == "" {
 		return nil
 	}
-	timeout := a.ScriptTimeout
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", script, "after_update_script", event)
-	cmd.Env = append(os.Environ(), "CERTCTRL_EVENT="+event)
-	cmd.WaitDelay = time.Second
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		if ctx.Err() == context.DeadlineExceeded {
-			return fmt.Errorf("after_update_script timed out after %s", timeout)
-		}
-		return fmt.Errorf("after_update_script failed: %v: %s", err, strings.TrimSpace(string(out)))
+	argv := []string{"/bin/sh", "-c", script, "after_update_script", event}
+	if err := a.runCommand(ctx, "after_update_script", argv, append(os.Environ(), env...), a.scriptTimeout()); err != nil {
+		return err
 	}
 	a.printf("ran after_update_script for %s", event)
 	return nil
+}
+
+func (a *Agent) scriptTimeout() time.Duration {
+	if a.ScriptTimeout > 0 {
+		return a.ScriptTimeout
+	}
+	return 30 * time.Second
 }

@@ -23,6 +23,9 @@ type state struct {
 	DevicePublicID string `json:"device_public_id"`
 	DeviceID       int64  `json:"device_id,omitempty"`
 	Cursor         string `json:"cursor,omitempty"`
+	// PendingCAs are CAs whose bundle the server could not serve (503):
+	// fetched again on the next poll.
+	PendingCAs []int64 `json:"pending_cas,omitempty"`
 }
 
 // session is session.json (and the server's data.session).
