@@ -206,8 +206,9 @@ func TestUpdatesScenarios(t *testing.T) {
 	if err := a.Stream.Signal(ctx, userID, devA, devices.SignalInstallUpdated, map[string]any{"config_id": 1, "version": 2, "installs_hash_b64": nil}); err != nil {
 		t.Fatal(err)
 	}
-	if p := <-held; p.Status != 200 || len(p.Data.Signals) != 1 || *p.Data.Signals[0].Type != "install.updated" || time.Since(start) > 2*time.Second {
-		t.Fatalf("long poll: %d %.200s after %v", p.Status, p.Body, time.Since(start))
+	if p := <-held; p.Status != 200 || len(p.Data.Signals) != 1 || *p.Data.Signals[0].Type != "install.updated" || time.Since(start) > 2*time.Second ||
+		p.Header.Get("X-Poll-Interval") != "1" {
+		t.Fatalf("long poll: %d %.200s after %v, X-Poll-Interval %q", p.Status, p.Body, time.Since(start), p.Header.Get("X-Poll-Interval"))
 	} else {
 		cursor = *p.Data.Cursor
 	}

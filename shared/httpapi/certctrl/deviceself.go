@@ -32,13 +32,19 @@ const UpdatesPath = "/apiv1/devices/self/updates"
 // 0..30 seconds (0: answer at once; else held until a signal arrives or
 // wait passes). 200 {"data":{"cursor","signals"}} or 204 without a body,
 // both with ETag "<cursor>", Cache-Control: no-store and X-Poll-Interval
-// (the stream's PollInterval in seconds). A trimmed cursor is 409 with
+// (the stream's PollInterval in seconds; LongPollInterval for a long
+// poll, whose hold already paced the agent). A trimmed cursor is 409 with
 // error.code 40901 and params action full_resync; a bad parameter 400
 // naming it; a deleted device 401.
 func DeviceSelfRoutes(stream *devices.Stream, v httpapi.DeviceVerifier) []httpapi.Route {
 	h := selfUpdates{stream: stream, interval: strconv.Itoa(max(1, int(stream.PollInterval()/time.Second)))}
 	return []httpapi.Route{{Method: http.MethodGet, Path: UpdatesPath, Handler: httpapi.DeviceAuth(v, h)}}
 }
+
+// LongPollInterval is the X-Poll-Interval, in seconds, of a long poll's
+// answer: an agent that long-polls asks again at once (the request was
+// held at the server), one that does not keeps the stream's interval.
+const LongPollInterval = 1
 
 type selfUpdates struct {
 	stream   *devices.Stream
@@ -85,7 +91,11 @@ func (h selfUpdates) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hdr.Set("ETag", `"`+page.Cursor+`"`)
-	hdr.Set("X-Poll-Interval", h.interval)
+	if wait > 0 {
+		hdr.Set("X-Poll-Interval", strconv.Itoa(LongPollInterval))
+	} else {
+		hdr.Set("X-Poll-Interval", h.interval)
+	}
 	if len(page.Signals) == 0 {
 		w.WriteHeader(http.StatusNoContent)
 		return
