@@ -35,39 +35,8 @@ func TestAgentInstallsIssuedCertificate(t *testing.T) {
 	defer s.stop()
 	ctx := context.Background()
 
-	var acct struct {
-		ID     int64
-		Status string
-	}
-	if code := s.call("POST", "/apiv1/me/acme-accounts", `{"provider_name":"letsencrypt","email":"ops@example.com"}`, &acct); code != 201 {
-		t.Fatalf("create account: %d", code)
-	}
-	s.waitFor("the account to register", func() bool {
-		s.call("GET", fmt.Sprintf("/apiv1/me/acme-accounts/%d", acct.ID), "", &acct)
-		return acct.Status == "active"
-	})
-	var cert struct{ ID int64 }
-	if code := s.call("POST", "/apiv1/me/certificates", fmt.Sprintf(`{"domain_name":"agent.e2e.test","acct_id":%d}`, acct.ID), &cert); code != 201 {
-		t.Fatalf("create certificate: %d", code)
-	}
-	issue := func() {
-		t.Helper()
-		var started struct{ ID int64 }
-		if code := s.call("POST", fmt.Sprintf("/apiv1/me/certificates/%d/issues", cert.ID), "", &started); code != 202 {
-			t.Fatalf("start issue: %d", code)
-		}
-		s.waitFor("the issue", func() bool {
-			var issues []struct {
-				ID           int64
-				Status, Step string
-			}
-			s.call("GET", fmt.Sprintf("/apiv1/me/certificates/%d/issues", cert.ID), "", &issues)
-			if len(issues) > 0 && issues[0].ID == started.ID && issues[0].Status == "failed" {
-				t.Fatalf("issue %d failed", started.ID)
-			}
-			return len(issues) > 0 && issues[0].ID == started.ID && issues[0].Step == "done"
-		})
-	}
+	cert := struct{ ID int64 }{s.createCertificate(s.activeAccount(), "agent.e2e.test", "")}
+	issue := func() { s.issue(cert.ID) }
 
 	// Login with the API key, through the agent's Go API.
 	stateDir := filepath.Join(t.TempDir(), "state")

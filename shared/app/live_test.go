@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -127,6 +128,57 @@ func (s *liveServer) call(method, path, body string, into any) int {
 		s.t.Logf("%s %s: %d %s", method, path, resp.StatusCode, raw)
 	}
 	return resp.StatusCode
+}
+
+// activeAccount creates an ACME account at Pebble and waits until it is
+// registered.
+func (s *liveServer) activeAccount() int64 {
+	s.t.Helper()
+	var acct struct {
+		ID     int64
+		Status string
+	}
+	if code := s.call("POST", "/apiv1/me/acme-accounts", `{"provider_name":"letsencrypt","email":"ops@example.com"}`, &acct); code != 201 {
+		s.t.Fatalf("create account: %d", code)
+	}
+	s.waitFor("the account to register", func() bool {
+		s.call("GET", fmt.Sprintf("/apiv1/me/acme-accounts/%d", acct.ID), "", &acct)
+		return acct.Status == "active"
+	})
+	return acct.ID
+}
+
+// createCertificate creates a certificate for domain on the account;
+// extra is more members of the request (`,"key":value`).
+func (s *liveServer) createCertificate(acctID int64, domain, extra string) int64 {
+	s.t.Helper()
+	var cert struct{ ID int64 }
+	if code := s.call("POST", "/apiv1/me/certificates", fmt.Sprintf(`{"domain_name":%q,"acct_id":%d%s}`, domain, acctID, extra), &cert); code != 201 {
+		s.t.Fatalf("create %s: %d", domain, code)
+	}
+	return cert.ID
+}
+
+// issue starts an issue of the certificate (a renewal when it was issued
+// before), waits until it is done and returns its id.
+func (s *liveServer) issue(certID int64) int64 {
+	s.t.Helper()
+	var started struct{ ID int64 }
+	if code := s.call("POST", fmt.Sprintf("/apiv1/me/certificates/%d/issues", certID), "", &started); code != 202 {
+		s.t.Fatalf("start issue: %d", code)
+	}
+	s.waitFor("the issue", func() bool {
+		var issues []struct {
+			ID           int64
+			Status, Step string
+		}
+		s.call("GET", fmt.Sprintf("/apiv1/me/certificates/%d/issues", certID), "", &issues)
+		if len(issues) > 0 && issues[0].ID == started.ID && issues[0].Status == "failed" {
+			s.t.Fatalf("issue %d failed", started.ID)
+		}
+		return len(issues) > 0 && issues[0].ID == started.ID && issues[0].Step == "done"
+	})
+	return started.ID
 }
 
 // waitFor polls done for up to 60 s (SQS delays have whole seconds).

@@ -98,45 +98,9 @@ func TestMaterialsScenarios(t *testing.T) {
 		}
 	}
 
-	var acct struct {
-		ID     int64
-		Status string
-	}
-	if code := s.call("POST", "/apiv1/me/acme-accounts", `{"provider_name":"letsencrypt","email":"ops@example.com"}`, &acct); code != 201 {
-		t.Fatalf("create account: %d", code)
-	}
-	s.waitFor("the account to register", func() bool {
-		s.call("GET", fmt.Sprintf("/apiv1/me/acme-accounts/%d", acct.ID), "", &acct)
-		return acct.Status == "active"
-	})
-	create := func(name, extra string) int64 {
-		var cert struct{ ID int64 }
-		if code := s.call("POST", "/apiv1/me/certificates", fmt.Sprintf(`{"domain_name":%q,"acct_id":%d%s}`, name, acct.ID, extra), &cert); code != 201 {
-			t.Fatalf("create %s: %d", name, code)
-		}
-		return cert.ID
-	}
-	// issue starts an issue of the certificate, waits for it and returns
-	// its id.
-	issue := func(certID int64) int64 {
-		t.Helper()
-		var started struct{ ID int64 }
-		if code := s.call("POST", fmt.Sprintf("/apiv1/me/certificates/%d/issues", certID), "", &started); code != 202 {
-			t.Fatalf("start issue: %d", code)
-		}
-		s.waitFor("the issue", func() bool {
-			var issues []struct {
-				ID           int64
-				Status, Step string
-			}
-			s.call("GET", fmt.Sprintf("/apiv1/me/certificates/%d/issues", certID), "", &issues)
-			if len(issues) > 0 && issues[0].ID == started.ID && issues[0].Status == "failed" {
-				t.Fatalf("issue %d failed", started.ID)
-			}
-			return len(issues) > 0 && issues[0].ID == started.ID && issues[0].Step == "done"
-		})
-		return started.ID
-	}
+	acct := s.activeAccount()
+	create := func(name, extra string) int64 { return s.createCertificate(acct, name, extra) }
+	issue := s.issue
 	register := func(publicID string) materialsAgent {
 		t.Helper()
 		pk, sk, _ := box.GenerateKey(rand.Reader)

@@ -40,6 +40,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/certfleet/certfleet/shared/apperr"
+	"github.com/certfleet/certfleet/shared/certs"
 	"github.com/certfleet/certfleet/shared/keys"
 	"github.com/certfleet/certfleet/shared/store"
 )
@@ -60,17 +61,11 @@ const (
 	statusDeleting = "DELETING"
 )
 
-// Key algorithms and sizes, the default first.
+// Key algorithms and their sizes are the certificates' (certs.KeySizes).
 const (
-	KeyECDSA = "ECDSA"
-	KeyRSA   = "RSA"
+	KeyECDSA = certs.KeyECDSA
+	KeyRSA   = certs.KeyRSA
 )
-
-// KeySizes are the key sizes allowed per algorithm, the default first.
-var KeySizes = map[string][]int{
-	KeyECDSA: {256, 384},
-	KeyRSA:   {2048, 3072, 4096},
-}
 
 // Validity bounds, in days.
 const (
@@ -220,7 +215,7 @@ func (n *NewCA) check() error {
 		n.Algorithm = KeyECDSA
 	}
 	n.Algorithm = strings.ToUpper(n.Algorithm)
-	sizes, ok := KeySizes[n.Algorithm]
+	sizes, ok := certs.KeySizes[n.Algorithm]
 	if !ok {
 		return apperr.InvalidField("algorithm", "must be ECDSA or RSA")
 	}
@@ -402,29 +397,12 @@ func (s *Service) List(ctx context.Context, userID int64, allow func(id int64) b
 		limit = store.DefaultQueryLimit
 	}
 	q := store.Query{Table: Table, PK: userPK(userID), SKPrefix: caPrefix, Limit: store.MaxQueryLimit}
-	out, total := []CA{}, 0
-	for {
-		page, err := s.st.Query(ctx, q)
-		if err != nil {
-			return nil, 0, fmt.Errorf("cas: list: %w", err)
-		}
-		for _, it := range page.Items {
-			var rec record
-			if err := store.DecodeJSON(it, &rec); err != nil {
-				return nil, 0, err
-			}
-			if rec.Status == statusDeleting || (allow != nil && !allow(rec.ID)) {
-				continue
-			}
-			if total >= offset && len(out) < limit {
-				out = append(out, rec.CA)
-			}
-			total++
-		}
-		if q.Cursor = page.Cursor; q.Cursor == "" {
-			return out, total, nil
-		}
+	keep := func(rec record) bool { return rec.Status != statusDeleting && (allow == nil || allow(rec.ID)) }
+	out, total, err := store.PageJSON(ctx, s.st, q, keep, func(rec record) CA { return rec.CA }, max(offset, 0), limit)
+	if err != nil {
+		return nil, 0, fmt.Errorf("cas: list: %w", err)
 	}
+	return out, total, nil
 }
 
 // Update sets the name or the status (ACTIVE or INACTIVE) of the user's

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -281,23 +282,11 @@ func idsUnder(ctx context.Context, st store.Store, userID int64, prefix string) 
 // sort key. Errors are transient.
 func listJSON[T any](ctx context.Context, st store.Store, userID int64, prefix string) ([]T, error) {
 	q := store.Query{Table: Table, PK: userPK(userID), SKPrefix: prefix, Limit: store.MaxQueryLimit}
-	out := []T{}
-	for {
-		page, err := st.Query(ctx, q)
-		if err != nil {
-			return nil, fmt.Errorf("devices: list %s: %w", prefix, err)
-		}
-		for _, it := range page.Items {
-			var v T
-			if err := store.DecodeJSON(it, &v); err != nil {
-				return nil, err
-			}
-			out = append(out, v)
-		}
-		if q.Cursor = page.Cursor; q.Cursor == "" {
-			return out, nil
-		}
+	out, _, err := store.PageJSON(ctx, st, q, nil, func(v T) T { return v }, 0, math.MaxInt)
+	if err != nil {
+		return nil, fmt.Errorf("devices: list %s: %w", prefix, err)
 	}
+	return out, nil
 }
 
 // assignGet reads an assignment with its item. Errors: NotFound.

@@ -169,30 +169,16 @@ func (s *Service) List(ctx context.Context, userID int64, f Filter, offset, limi
 		limit = store.DefaultQueryLimit
 	}
 	offset = max(offset, 0)
-	out, total := []Provider{}, 0
 	q := store.Query{Table: Table, PK: userPK(userID), SKPrefix: skPrefix, Limit: store.MaxQueryLimit}
-	for {
-		page, err := s.st.Query(ctx, q)
-		if err != nil {
-			return nil, 0, fmt.Errorf("dnsprov: list: %w", err)
-		}
-		for _, it := range page.Items {
-			var rec record
-			if err := store.DecodeJSON(it, &rec); err != nil {
-				return nil, 0, err
-			}
-			if f.Allow != nil && !f.Allow(rec.ID) {
-				continue
-			}
-			if total >= offset && len(out) < limit {
-				out = append(out, rec.Provider)
-			}
-			total++
-		}
-		if q.Cursor = page.Cursor; q.Cursor == "" {
-			return out, total, nil
-		}
+	var keep func(record) bool
+	if f.Allow != nil {
+		keep = func(rec record) bool { return f.Allow(rec.ID) }
 	}
+	out, total, err := store.PageJSON(ctx, s.st, q, keep, func(rec record) Provider { return rec.Provider }, offset, limit)
+	if err != nil {
+		return nil, 0, fmt.Errorf("dnsprov: list: %w", err)
+	}
+	return out, total, nil
 }
 
 // Update renames a provider and/or replaces all its settings, validated

@@ -50,3 +50,33 @@ func DecodeEach[R, T any](items []Item, view func(R) T) ([]T, error) {
 	}
 	return out, nil
 }
+
+// PageJSON reads every item of q, all its pages, decoding each as an R:
+// it returns view of those keep allows (all when keep is nil) from
+// offset on, at most limit, and how many keep allows in all. It is the
+// offset-and-total listing of one partition.
+func PageJSON[R, T any](ctx context.Context, s Store, q Query, keep func(R) bool, view func(R) T, offset, limit int) ([]T, int, error) {
+	out, total := []T{}, 0
+	for {
+		page, err := s.Query(ctx, q)
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, it := range page.Items {
+			var rec R
+			if err := DecodeJSON(it, &rec); err != nil {
+				return nil, 0, err
+			}
+			if keep != nil && !keep(rec) {
+				continue
+			}
+			if total >= offset && len(out) < limit {
+				out = append(out, view(rec))
+			}
+			total++
+		}
+		if q.Cursor = page.Cursor; q.Cursor == "" {
+			return out, total, nil
+		}
+	}
+}

@@ -1,4 +1,4 @@
-package agent_test
+package app_test
 
 import (
 	"bytes"
@@ -10,9 +10,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,134 +19,8 @@ import (
 	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/certfleet/certfleet/shared/agent"
-	"github.com/certfleet/certfleet/shared/app"
 	"github.com/certfleet/certfleet/shared/config"
-	"github.com/certfleet/certfleet/shared/identity"
-	"github.com/certfleet/certfleet/shared/internal/pebbletest"
 )
-
-// issuingServer is the local server on a loopback port with its worker,
-// issuing with Pebble (HTTP-01 validated against the server itself), and
-// a user with an API key holding every permission.
-type issuingServer struct {
-	t      *testing.T
-	base   string
-	token  string
-	userID int64
-}
-
-func startIssuingServer(t *testing.T) *issuingServer {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peb := pebbletest.Start(t, pebbletest.Options{HTTPPort: ln.Addr().(*net.TCPAddr).Port, DNSServer: pebbletest.StartDNS(t)})
-	env := map[string]string{"CERTFLEET_DATA": t.TempDir(), "CERTFLEET_LOG_LEVEL": "warn", "CERTFLEET_RATE_LIMIT": "100000",
-		"CERTFLEET_CA_LETSENCRYPT_DIRECTORY": peb.DirectoryURL, "CERTFLEET_CA_ROOTS": peb.RootsPEMFile}
-	cfg, err := config.Load(config.Local, func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := app.Local(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := a.Identity.Register(ctx, identity.Registration{Email: "ops@example.com", Password: "Agent1Issuer", Active: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var all []identity.Permission
-	for _, s := range identity.Catalog {
-		all = append(all, identity.Permission{ObType: s.ObType, ObID: "*", Actions: s.Actions})
-	}
-	_, token, err := a.Identity.CreateAPIKey(ctx, u.ID, identity.NewAPIKey{Name: "ops", Permissions: all})
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		a.Close()
-	})
-	return &issuingServer{t: t, base: "http://" + ln.Addr().String(), token: token, userID: u.ID}
-}
-
-// call sends a request with the API key and decodes the envelope's data
-// into into; it returns the status.
-func (s *issuingServer) call(method, path, body string, into any) int {
-	s.t.Helper()
-	req, _ := http.NewRequest(method, s.base+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+s.token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var env struct{ Data json.RawMessage }
-	if json.Unmarshal(raw, &env) == nil && into != nil {
-		json.Unmarshal(env.Data, into)
-	}
-	if resp.StatusCode >= 400 {
-		s.t.Logf("%s %s: %d %s", method, path, resp.StatusCode, raw)
-	}
-	return resp.StatusCode
-}
-
-// waitFor polls done for up to 60 s.
-func (s *issuingServer) waitFor(what string, done func() bool) {
-	s.t.Helper()
-	for deadline := time.Now().Add(60 * time.Second); !done(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			s.t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
-// newCertificate creates an active ACME account and a certificate for
-// domain; issue issues it (again for a renewal).
-func (s *issuingServer) newCertificate(domain string) (certID int64, issue func()) {
-	s.t.Helper()
-	var acct struct {
-		ID     int64
-		Status string
-	}
-	if code := s.call("POST", "/apiv1/me/acme-accounts", `{"provider_name":"letsencrypt","email":"ops@example.com"}`, &acct); code != 201 {
-		s.t.Fatalf("create account: %d", code)
-	}
-	s.waitFor("the account to register", func() bool {
-		s.call("GET", fmt.Sprintf("/apiv1/me/acme-accounts/%d", acct.ID), "", &acct)
-		return acct.Status == "active"
-	})
-	var cert struct{ ID int64 }
-	if code := s.call("POST", "/apiv1/me/certificates", fmt.Sprintf(`{"domain_name":%q,"acct_id":%d}`, domain, acct.ID), &cert); code != 201 {
-		s.t.Fatalf("create certificate: %d", code)
-	}
-	return cert.ID, func() {
-		s.t.Helper()
-		var started struct{ ID int64 }
-		if code := s.call("POST", fmt.Sprintf("/apiv1/me/certificates/%d/issues", cert.ID), "", &started); code != 202 {
-			s.t.Fatalf("start issue: %d", code)
-		}
-		s.waitFor("the issue", func() bool {
-			var issues []struct {
-				ID           int64
-				Status, Step string
-			}
-			s.call("GET", fmt.Sprintf("/apiv1/me/certificates/%d/issues", cert.ID), "", &issues)
-			if len(issues) > 0 && issues[0].ID == started.ID && issues[0].Status == "failed" {
-				s.t.Fatalf("issue %d failed", started.ID)
-			}
-			return len(issues) > 0 && issues[0].ID == started.ID && issues[0].Step == "done"
-		})
-	}
-}
 
 // TestAgentMaterializesIssuedCertificate installs a Pebble-issued
 // certificate's bundle.pfx and meta.json with exec items beside the copy:
@@ -160,9 +31,11 @@ func (s *issuingServer) newCertificate(domain string) (certID int64, issue func(
 // password stays while the certificate does, and a renewal brings a new
 // one.
 func TestAgentMaterializesIssuedCertificate(t *testing.T) {
-	s := startIssuingServer(t)
+	s := startLiveServer(t, config.Local)
+	defer s.stop()
 	ctx := context.Background()
-	certID, issue := s.newCertificate("pfx.e2e.test")
+	certID := s.createCertificate(s.activeAccount(), "pfx.e2e.test", "")
+	issue := func() { s.issue(certID) }
 	issue()
 
 	stateDir := filepath.Join(t.TempDir(), "state")
@@ -237,14 +110,14 @@ func TestAgentMaterializesIssuedCertificate(t *testing.T) {
 		_, err := os.Stat(to[2])
 		return err == nil
 	})
-	password := checkBundle(t, stateDir, certID, to)
+	password := checkAgentBundle(t, stateDir, certID, to)
 	if got := records(); len(got) != 2 || got[1] != "hi|unset|cert.updated|"+password {
 		t.Fatalf("exec records %q (password %s)\n%s", got, password, out.String())
 	}
 	if b, _ := os.ReadFile(pwFile); string(b) != password+"\n" {
 		t.Fatalf("after_update_script saw password %q, want %q", b, password)
 	}
-	checkMeta(t, certID, "pfx.e2e.test", to)
+	checkAgentMeta(t, certID, "pfx.e2e.test", to)
 
 	// Nothing new: no exec. A new config version re-applies the same
 	// certificate: the bundle and its password stay, the exec items run.
@@ -278,22 +151,22 @@ func TestAgentMaterializesIssuedCertificate(t *testing.T) {
 		key, _ := os.ReadFile(to[0])
 		return !bytes.Equal(key, firstKey)
 	})
-	renewed := checkBundle(t, stateDir, certID, to)
+	renewed := checkAgentBundle(t, stateDir, certID, to)
 	if renewed == password {
 		t.Fatal("the renewal kept the bundle.pfx password")
 	}
 	if got := records(); len(got) != 4 || got[3] != "hi|unset|cert.updated|"+renewed {
 		t.Fatalf("exec records after the renewal %q\n%s", got, out.String())
 	}
-	checkMeta(t, certID, "pfx.e2e.test", to)
+	checkAgentMeta(t, certID, "pfx.e2e.test", to)
 	t.Logf("agent output:\n%s", out.String())
 }
 
-// checkBundle checks bundle.pfx (0600) against private.key and
+// checkAgentBundle checks bundle.pfx (0600) against private.key and
 // certificate.pem: it decodes with the password kept in the state
 // directory and holds the key, the leaf and its chain. It returns the
 // password.
-func checkBundle(t *testing.T, stateDir string, certID int64, to []string) string {
+func checkAgentBundle(t *testing.T, stateDir string, certID int64, to []string) string {
 	t.Helper()
 	var st struct{ Password string }
 	raw, err := os.ReadFile(filepath.Join(stateDir, "certs", fmt.Sprint(certID), "pfx.json"))
@@ -331,8 +204,8 @@ func checkBundle(t *testing.T, stateDir string, certID int64, to []string) strin
 	return st.Password
 }
 
-// checkMeta checks meta.json against certificate.pem.
-func checkMeta(t *testing.T, certID int64, domain string, to []string) {
+// checkAgentMeta checks meta.json against certificate.pem.
+func checkAgentMeta(t *testing.T, certID int64, domain string, to []string) {
 	t.Helper()
 	raw, _ := os.ReadFile(to[3])
 	var m struct {
