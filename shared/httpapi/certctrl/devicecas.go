@@ -116,31 +116,11 @@ func (rt deviceCARoutes) associate(_ http.ResponseWriter, r *http.Request) (int,
 	if err != nil {
 		return 0, nil, err
 	}
-	if created {
-		return http.StatusCreated, viewCAAssociation(as), nil
-	}
-	return http.StatusOK, viewCAAssociation(as), nil
+	return createdStatus(created), viewCAAssociation(as), nil
 }
 
 func (rt deviceCARoutes) list(w http.ResponseWriter, r *http.Request) (int, any, error) {
-	deviceID, err := httpapi.PathID(r, deviceParam)
-	if err != nil {
-		return 0, nil, err
-	}
-	ctx, userID := r.Context(), httpapi.TargetUser(r.Context())
-	if _, err := rt.Devices.Get(ctx, userID, deviceID); err != nil {
-		return 0, nil, err
-	}
-	list, err := rt.CAs.List(ctx, userID, deviceID)
-	if err != nil {
-		return 0, nil, err
-	}
-	out := make([]caAssociationView, len(list))
-	for i, as := range list {
-		out[i] = viewCAAssociation(as)
-	}
-	w.Header().Set("X-Total-Count", strconv.Itoa(len(out)))
-	return http.StatusOK, out, nil
+	return listOnDevice(w, r, rt.Devices, rt.CAs.List, viewCAAssociation)
 }
 
 func (rt deviceCARoutes) get(_ http.ResponseWriter, r *http.Request) (int, any, error) {

@@ -168,31 +168,44 @@ func (rt deviceCertRoutes) assign(_ http.ResponseWriter, r *http.Request) (int, 
 	if err != nil {
 		return 0, nil, err
 	}
-	if created {
-		return http.StatusCreated, viewAssignment(as), nil
-	}
-	return http.StatusOK, viewAssignment(as), nil
+	return createdStatus(created), viewAssignment(as), nil
 }
 
 func (rt deviceCertRoutes) list(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	return listOnDevice(w, r, rt.Devices, rt.Assignments.List, viewAssignment)
+}
+
+// listOnDevice answers what list gives for the user's device of the
+// route, as views, with X-Total-Count. Errors: NotFound for a device that
+// is not the user's.
+func listOnDevice[T, V any](w http.ResponseWriter, r *http.Request, reg *devices.Service,
+	list func(ctx context.Context, userID, deviceID int64) ([]T, error), view func(T) V) (int, any, error) {
 	deviceID, err := httpapi.PathID(r, deviceParam)
 	if err != nil {
 		return 0, nil, err
 	}
 	ctx, userID := r.Context(), httpapi.TargetUser(r.Context())
-	if _, err := rt.Devices.Get(ctx, userID, deviceID); err != nil {
+	if _, err := reg.Get(ctx, userID, deviceID); err != nil {
 		return 0, nil, err
 	}
-	list, err := rt.Assignments.List(ctx, userID, deviceID)
+	items, err := list(ctx, userID, deviceID)
 	if err != nil {
 		return 0, nil, err
 	}
-	out := make([]assignmentView, len(list))
-	for i, as := range list {
-		out[i] = viewAssignment(as)
+	out := make([]V, len(items))
+	for i, it := range items {
+		out[i] = view(it)
 	}
 	w.Header().Set("X-Total-Count", strconv.Itoa(len(out)))
 	return http.StatusOK, out, nil
+}
+
+// createdStatus is 201 for something new, 200 for what was there.
+func createdStatus(created bool) int {
+	if created {
+		return http.StatusCreated
+	}
+	return http.StatusOK
 }
 
 func (rt deviceCertRoutes) unassign(_ http.ResponseWriter, r *http.Request) (int, any, error) {

@@ -224,11 +224,7 @@ func (rt deviceRoutes) register(r *http.Request, userID int64, req registrationR
 	if err != nil {
 		return 0, nil, err
 	}
-	status := http.StatusOK
-	if created {
-		status = http.StatusCreated
-	}
-	return status, registered(d, t), nil
+	return createdStatus(created), registered(d, t), nil
 }
 
 // registerWithKey is the agent's `login --apikey` (and scripts'):
