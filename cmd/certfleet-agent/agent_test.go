@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -714,4 +715,53 @@ func TestAgentImportsCA(t *testing.T) {
 		t.Fatalf("exec on the CA after the dissociation %q\n%s", got, out)
 	}
 	t.Logf("agent output:\n%s", out)
+}
+
+// TestAgentUsesDeviceURL: with --device-url the device's own calls go
+// to the device-self function's handler alone (the cloud's function URL)
+// and nothing of the device's reaches the API server; login and the API
+// stay on --server.
+func TestAgentUsesDeviceURL(t *testing.T) {
+	ctx := context.Background()
+	a, _, u := localServer(t, "device-url@example.com")
+	var apiSelf, selfCalls atomic.Int64
+	counting := func(n *atomic.Int64, only string, h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, only) {
+				n.Add(1)
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	api := httptest.NewServer(counting(&apiSelf, "/apiv1/devices/self/", a.Handler()))
+	defer api.Close()
+	self := httptest.NewServer(counting(&selfCalls, "/apiv1/devices/self/", a.DeviceSelfHandler()))
+	defer self.Close()
+	_, key, err := a.Identity.CreateAPIKey(ctx, u.ID, identity.NewAPIKey{Name: "agent", Permissions: []identity.Permission{
+		{ObType: "ForDeviceAuthenticate", ObID: "*", Actions: []string{"authenticate"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(t.TempDir(), "state")
+	var out, errOut bytes.Buffer
+	if err := run(ctx, []string{"login", "--server", api.URL, "--device-url", "ftp://nope", "--apikey", key, "--state", state}, &out, &errOut); err == nil {
+		t.Fatal("login accepted an ftp device URL")
+	}
+	if err := run(ctx, []string{"login", "--server", api.URL, "--device-url", self.URL + "/", "--apikey", key, "--state", state}, &out, &errOut); err != nil {
+		t.Fatalf("login: %v\n%s", err, out.String())
+	}
+	ag := agent.New(state, io.Discard)
+	if err := a.Stream.Signal(ctx, u.ID, ag.DeviceID(), devices.SignalCertUnassigned, map[string]any{"cert_id": 9}); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := run(ctx, []string{"updates", "--state", state}, &out, &errOut); err != nil {
+		t.Fatalf("updates: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "certificate 9 was unassigned") {
+		t.Fatalf("updates:\n%s", out.String())
+	}
+	if selfCalls.Load() < 2 || apiSelf.Load() != 0 {
+		t.Fatalf("device calls: %d to the device URL, %d to the API server", selfCalls.Load(), apiSelf.Load())
+	}
 }

@@ -3,7 +3,7 @@
 // update signals, installs the certificates its install config copies,
 // runs its exec items and imports the private CAs assigned to it.
 //
-//	certfleet-agent login --server URL [--state DIR] [--apikey KEY]
+//	certfleet-agent login --server URL [--device-url URL] [--state DIR] [--apikey KEY]
 //	certfleet-agent updates [--state DIR] [--wait N] [--trust-dir DIR] [--trust-update-cmd CMD]
 //	certfleet-agent run [--state DIR] [--interval 60s] [--wait N] [--trust-dir DIR] [--trust-update-cmd CMD]
 package main
@@ -27,7 +27,7 @@ import (
 var version = "dev"
 
 const usage = `usage:
-  certfleet-agent login --server URL [--state DIR] [--apikey KEY]
+  certfleet-agent login --server URL [--device-url URL] [--state DIR] [--apikey KEY]
   certfleet-agent updates [--state DIR] [--wait N] [--trust-dir DIR] [--trust-update-cmd CMD]
   certfleet-agent run [--state DIR] [--interval 60s] [--wait N] [--trust-dir DIR] [--trust-update-cmd CMD]`
 
@@ -65,6 +65,7 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) error {
 	server := fs.String("server", "", "the certfleet server's URL (login)")
 	apikey := fs.String("apikey", "", "register with this API key instead of the device code flow (login)")
 	name := fs.String("name", "", "the device's name (login)")
+	deviceURL := fs.String("device-url", "", "send the device's own calls (polls, materials) here: the deployment's DeviceSelfUrl (login)")
 	interval := fs.Duration("interval", 60*time.Second, "the poll interval (run)")
 	wait := fs.Int("wait", 0, "hold each poll up to N seconds until a signal arrives, 0..30 (updates, run)")
 	trustDir := fs.String("trust-dir", "", "write assigned CAs to this directory as certfleet-ca-<id>.crt, e.g. /usr/local/share/ca-certificates (updates, run)")
@@ -83,7 +84,7 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) error {
 	a.Wait, a.TrustDir, a.TrustUpdateCmd = *wait, *trustDir, *trustCmd
 	switch args[0] {
 	case "login":
-		return a.Login(ctx, agent.LoginOptions{Server: *server, APIKey: *apikey, Name: *name})
+		return a.Login(ctx, agent.LoginOptions{Server: *server, APIKey: *apikey, Name: *name, DeviceURL: *deviceURL})
 	case "updates":
 		_, err := a.Updates(ctx)
 		return err

@@ -183,20 +183,25 @@ func (a *Agent) send(ctx context.Context, method, server, path string, body any,
 	return &response{Status: resp.StatusCode, Header: resp.Header, Body: raw}, nil
 }
 
-// device sends a request with the device's access token, refreshing the
-// tokens once on 401/403.
+// device sends a request with the device's access token to the device
+// URL (the server when none was given), refreshing the tokens once on
+// 401/403.
 func (a *Agent) device(ctx context.Context, method, path string, body any, header http.Header) (*response, error) {
 	if a.sess.AccessToken == "" {
 		return nil, errors.New("not logged in: run login first")
 	}
-	r, err := a.send(ctx, method, a.st.Server, path, body, a.sess.AccessToken, header)
+	base := a.st.Server
+	if a.st.DeviceURL != "" {
+		base = a.st.DeviceURL
+	}
+	r, err := a.send(ctx, method, base, path, body, a.sess.AccessToken, header)
 	if err != nil || (r.Status != http.StatusUnauthorized && r.Status != http.StatusForbidden) {
 		return r, err
 	}
 	if err := a.refresh(ctx); err != nil {
 		return nil, err
 	}
-	return a.send(ctx, method, a.st.Server, path, body, a.sess.AccessToken, header)
+	return a.send(ctx, method, base, path, body, a.sess.AccessToken, header)
 }
 
 // refresh rotates the session's tokens (§1.4) and saves them.

@@ -8,9 +8,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/curve25519"
@@ -19,7 +21,11 @@ import (
 
 // state is state.json.
 type state struct {
-	Server         string `json:"server"`
+	Server string `json:"server"`
+	// DeviceURL, when set, serves the device's own calls
+	// (/apiv1/devices/self/*): the device-self function URL of a cloud
+	// deployment, which polls reach without API Gateway.
+	DeviceURL      string `json:"device_url,omitempty"`
 	DevicePublicID string `json:"device_public_id"`
 	DeviceID       int64  `json:"device_id,omitempty"`
 	Cursor         string `json:"cursor,omitempty"`
@@ -169,6 +175,9 @@ type LoginOptions struct {
 	APIKey string
 	// Name is the device's name (default "certfleet-agent <hostname>").
 	Name string
+	// DeviceURL is where the device's own calls go (state.DeviceURL); ""
+	// means Server.
+	DeviceURL string
 }
 
 // Login registers the device with the server and saves its session.
@@ -176,10 +185,16 @@ func (a *Agent) Login(ctx context.Context, o LoginOptions) error {
 	if o.Server == "" {
 		return errors.New("login: --server is required")
 	}
+	if o.DeviceURL != "" {
+		if u, err := url.Parse(o.DeviceURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return errors.New("login: --device-url must be an http(s) URL")
+		}
+	}
 	pk, err := a.prepare(o.Server)
 	if err != nil {
 		return fmt.Errorf("login: %w", err)
 	}
+	a.st.DeviceURL = strings.TrimRight(o.DeviceURL, "/")
 	name := o.Name
 	if name == "" {
 		host, _ := os.Hostname()
@@ -231,6 +246,9 @@ func (a *Agent) Login(ctx context.Context, o LoginOptions) error {
 		return err
 	}
 	a.printf("registered device %d (%s) with %s", a.st.DeviceID, a.st.DevicePublicID, o.Server)
+	if a.st.DeviceURL != "" {
+		a.printf("device calls go to %s", a.st.DeviceURL)
+	}
 	return nil
 }
 
