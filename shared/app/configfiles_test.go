@@ -2,11 +2,17 @@ package app_test
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http/httptest"
+	"regexp"
+	"strings"
 	"testing"
 
+	"github.com/certfleet/certfleet/shared/cas"
+	"github.com/certfleet/certfleet/shared/devices"
 	"github.com/certfleet/certfleet/shared/identity"
+	"github.com/certfleet/certfleet/shared/store"
 )
 
 // TestConfigUpdatedAndResyncReachTheDevice: the two signals that no
@@ -63,5 +69,77 @@ func TestConfigUpdatedAndResyncReachTheDevice(t *testing.T) {
 	ref = caSignal(t, updatesGet(t, srv.URL, "?limit=100&cursor="+cursor, access, ""), "state.resync_required")
 	if ref["action"] != "full_resync" || ref["reason"] != "device_key_changed" {
 		t.Fatalf("state.resync_required ref %v", ref)
+	}
+}
+
+// TestDeleteDeviceLeavesNothing: deleting a device over HTTP removes
+// every item kept for it in the user's partition (its install config and
+// history, agent version, config files, CA association), while another
+// device's stay; the CA itself stays.
+func TestDeleteDeviceLeavesNothing(t *testing.T) {
+	a, userID, key := updatesApp(t)
+	srv := httptest.NewServer(a.Handler())
+	defer srv.Close()
+	ctx := t.Context()
+	gone, _, _ := updatesDevice(t, srv.URL, key, 1)
+	kept, _, _ := updatesDevice(t, srv.URL, key, 2)
+	ca, err := a.CAs.Create(ctx, userID, cas.NewCA{Name: "root"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := "systemctl reload nginx"
+	for _, dev := range []int64{gone, kept} {
+		for range 2 {
+			if _, err := a.InstallConfigs.PutInstallConfig(ctx, userID, dev, nil, &script, "test"); err != nil {
+				t.Fatal(err)
+			}
+			script += " "
+		}
+		if err := a.InstallConfigs.RecordNotify(ctx, userID, dev, []devices.NotifyEvent{{Type: devices.NotifyAgentVersion, Agent: "cert-ctrl", Version: "1.4.2"}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.ConfigFiles().Put(ctx, userID, dev, devices.ConfigFileApplication, json.RawMessage(`{"verbose":"info"}`), ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := a.CAAssociations().Associate(ctx, userID, dev, ca.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	itemsOf := func(dev int64) []string {
+		page, err := a.Store.Query(ctx, store.Query{Table: devices.Table, PK: fmt.Sprintf("user#%d", userID), Limit: store.MaxQueryLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, it := range page.Items {
+			// The device's id is the first number of its items' keys, or
+			// follows "dev#".
+			id := fmt.Sprintf("%019d", dev)
+			if regexp.MustCompile(`^[a-z]+#`+id).MatchString(it.SK) || strings.Contains(it.SK, "dev#"+id) {
+				out = append(out, it.SK)
+			}
+		}
+		return out
+	}
+	before := len(itemsOf(kept))
+	if n := len(itemsOf(gone)); n < 7 {
+		t.Fatalf("the device to delete has only %d items: %v", n, itemsOf(gone))
+	}
+	_, op, err := a.Identity.CreateAPIKey(ctx, userID, identity.NewAPIKey{Name: "operator",
+		Permissions: []identity.Permission{{ObType: "devices", ObID: "*", Actions: []string{"delete"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := (deviceClient{t: t, base: srv.URL}).do("DELETE", fmt.Sprintf("/apiv1/users/%d/devices/%d", userID, gone), "bearer:"+op, nil); r.Status != 204 {
+		t.Fatalf("delete: %d %+v", r.Status, r.Error)
+	}
+	if left := itemsOf(gone); len(left) != 0 {
+		t.Fatalf("left after the delete: %v", left)
+	}
+	if n := len(itemsOf(kept)); n != before {
+		t.Fatalf("the other device has %d items, had %d", n, before)
+	}
+	if _, err := a.CAs.Get(ctx, userID, ca.ID); err != nil {
+		t.Fatalf("the CA: %v", err)
 	}
 }

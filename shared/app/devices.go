@@ -11,8 +11,8 @@ import (
 
 // wireDevices builds the device registry and the device authorization
 // grant, whose verification page is under the public URL. A deleted
-// device's update stream is closed and its certificate and CA
-// associations and config files are forgotten; a device that
+// device's update stream is closed and everything kept for it is
+// forgotten (assignments, CAs, config files, install configs); a device that
 // re-registers with another key (a new install) gets its certificates
 // wrapped to the new key and then state.resync_required, so that it
 // fetches everything again. Install configs and assignments signal
@@ -24,13 +24,13 @@ func (a *App) wireDevices() {
 			if err := a.Stream.Close(ctx, deviceID); err != nil {
 				return err
 			}
-			if err := a.Assignments(a.Stream).ForgetDevice(ctx, userID, deviceID); err != nil {
-				return err
+			for _, forget := range []func(context.Context, int64, int64) error{a.Assignments(a.Stream).ForgetDevice,
+				a.CAAssociations().ForgetDevice, a.ConfigFiles().ForgetDevice, a.InstallConfigs.ForgetDevice} {
+				if err := forget(ctx, userID, deviceID); err != nil {
+					return err
+				}
 			}
-			if err := a.CAAssociations().ForgetDevice(ctx, userID, deviceID); err != nil {
-				return err
-			}
-			return a.ConfigFiles().ForgetDevice(ctx, userID, deviceID)
+			return nil
 		},
 		OnKeyChange: func(ctx context.Context, userID, deviceID int64) error {
 			if err := a.Assignments(a.Stream).RewrapDevice(ctx, userID, deviceID); err != nil {

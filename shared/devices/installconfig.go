@@ -506,6 +506,26 @@ func notifyAgentKey(userID, deviceID int64) store.Key {
 	return store.Key{Table: Table, PK: userPK(userID), SK: fmt.Sprintf("agentver#%019d", deviceID)}
 }
 
+// ForgetDevice deletes a deleted device's install config, its history
+// and its reported agent version. Errors are transient (a retry is
+// safe).
+func (s *InstallConfigs) ForgetDevice(ctx context.Context, userID, deviceID int64) error {
+	versions, err := idsUnder(ctx, s.installStore, userID, installHistoryPrefix(deviceID))
+	if err != nil {
+		return err
+	}
+	keys := []store.Key{installCurrentKey(userID, deviceID), notifyAgentKey(userID, deviceID)}
+	for _, v := range versions {
+		keys = append(keys, installHistoryKey(userID, deviceID, v))
+	}
+	for _, k := range keys {
+		if err := s.installStore.Delete(ctx, k, store.Always); err != nil {
+			return fmt.Errorf("devices: forget the install config of device %d: %w", deviceID, err)
+		}
+	}
+	return nil
+}
+
 func (s *InstallConfigs) installNow() time.Time {
 	return s.installCfg.Now().UTC().Truncate(time.Second)
 }
