@@ -1,7 +1,6 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/certfleet/certfleet/shared/internal/testlog"
 
 	"go.etcd.io/bbolt"
 
@@ -32,24 +33,6 @@ func newQueue(t *testing.T, opts local.Options) *local.Queue {
 		t.Fatal(err)
 	}
 	return q
-}
-
-// syncBuffer collects log output from concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // start runs worker.Run in the background; stop cancels it and returns
@@ -192,7 +175,7 @@ func TestRunProcessesEachMessageOnce(t *testing.T) {
 	var reg worker.Registry
 	reg.Register("order", h)
 	reg.Register("present", h)
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	stop, _ := start(t, q, &reg, worker.Options{Concurrency: conc, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 
 	waitFor(t, "every message to be handled", 10*time.Second, func() bool {
@@ -260,7 +243,7 @@ func TestRunRetriesFailures(t *testing.T) {
 		}
 		return nil
 	})
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	stop, _ := start(t, q, &reg, worker.Options{
 		Concurrency: 2,
 		Backoff: func(attempt int) time.Duration {

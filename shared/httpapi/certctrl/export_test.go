@@ -13,9 +13,10 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/certfleet/certfleet/shared/internal/testlog"
 
 	"software.sslmate.com/src/go-pkcs12"
 
@@ -32,25 +33,7 @@ import (
 // group on a loopback port (every name resolves to 127.0.0.1).
 type exportEnv struct {
 	*env
-	logs *syncBuffer
-}
-
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs *testlog.Buffer
 }
 
 func newExportEnv(t *testing.T) *exportEnv {
@@ -60,7 +43,7 @@ func newExportEnv(t *testing.T) *exportEnv {
 
 	ids := p.Identity()
 	guard := &httpapi.Guard{Auth: ids, Limiter: ratelimit.New(p.Store, "requests", 1000, time.Minute, nil), CookieName: "cjj365"}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	h := httpapi.Wrap(httpapi.NewRouter(
 		certctrl.AuthGroup(certctrl.AuthDeps{Identity: ids, Guard: guard, Cookies: certctrl.Sessions{CookieName: "cjj365"}}),
 		certctrl.AcmeAccountsGroup(accts, guard),

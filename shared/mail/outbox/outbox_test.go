@@ -10,31 +10,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/certfleet/certfleet/shared/internal/testlog"
 
 	"github.com/certfleet/certfleet/shared/mail"
 	"github.com/certfleet/certfleet/shared/mail/mailtest"
 	"github.com/certfleet/certfleet/shared/mail/outbox"
 )
-
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func emlFiles(t *testing.T, dir string) []string {
 	t.Helper()
@@ -136,7 +119,7 @@ func TestFileNamesSortInSendOrder(t *testing.T) {
 
 func TestLogLine(t *testing.T) {
 	dir := t.TempDir()
-	var buf syncBuffer
+	var buf testlog.Buffer
 	s, err := outbox.New(dir, slog.New(slog.NewJSONHandler(&buf, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +157,7 @@ func TestLogLine(t *testing.T) {
 
 func TestInvalidWritesNothingAndLogsNothing(t *testing.T) {
 	dir := t.TempDir()
-	var buf syncBuffer
+	var buf testlog.Buffer
 	s, err := outbox.New(dir, slog.New(slog.NewJSONHandler(&buf, nil)))
 	if err != nil {
 		t.Fatal(err)
