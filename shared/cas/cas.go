@@ -202,10 +202,10 @@ func (n *NewCA) check() error {
 	if n.CommonName = strings.TrimSpace(n.CommonName); n.CommonName == "" {
 		n.CommonName = n.Name
 	}
-	for field, v := range map[string]string{"name": n.Name, "common_name": n.CommonName, "organization": n.Organization,
-		"organizational_unit": n.OrganizationalUnit, "state": n.State, "locality": n.Locality} {
-		if err := checkText(field, v); err != nil {
-			return err
+	for _, f := range []struct{ field, v string }{{"name", n.Name}, {"common_name", n.CommonName}, {"organization", n.Organization},
+		{"organizational_unit", n.OrganizationalUnit}, {"state", n.State}, {"locality", n.Locality}} {
+		if err := checkText(f.field, f.v); err != nil {
+			return err // in this order: a long name is reported as the name, not as the common name it defaults
 		}
 	}
 	if n.Country != "" && (len(n.Country) != 2 || strings.ToUpper(n.Country) != n.Country || !isLetters(n.Country)) {

@@ -284,13 +284,13 @@ func Load(shape Shape, getenv func(string) string) (Config, error) {
 		c.MasterKeyFile = filepath.Join(c.DataDir, "master.key")
 	}
 	if shape == Lambda {
-		for name, val := range map[string]string{
-			"CERTFLEET_ISSUANCE_QUEUE_URL": c.IssuanceQueueURL,
-			"CERTFLEET_ISSUANCE_DLQ_URL":   c.IssuanceDLQURL,
-			"CERTFLEET_KMS_KEY_ID":         c.KMSKeyID,
+		for _, v := range []struct{ name, val string }{
+			{"CERTFLEET_ISSUANCE_QUEUE_URL", c.IssuanceQueueURL},
+			{"CERTFLEET_ISSUANCE_DLQ_URL", c.IssuanceDLQURL},
+			{"CERTFLEET_KMS_KEY_ID", c.KMSKeyID},
 		} {
-			if val == "" {
-				errs = append(errs, fmt.Errorf("%s is required in the Lambda shape", name))
+			if v.val == "" {
+				errs = append(errs, fmt.Errorf("%s is required in the Lambda shape", v.name))
 			}
 		}
 	}

@@ -103,10 +103,10 @@ func (r Registration) check() ([]byte, error) {
 	if err != nil || len(pk) != 32 {
 		return nil, apperr.InvalidField("dev_pk", "must be the base64 of a 32-byte X25519 public key")
 	}
-	for field, v := range map[string]string{"name": r.Name, "platform": r.Platform, "model": r.Model,
-		"app_version": r.AppVersion, "ip": r.IP, "user_agent": r.UserAgent} {
-		if len(v) > maxText || !utf8.ValidString(v) {
-			return nil, apperr.InvalidField(field, "must be valid text of at most %d bytes", maxText)
+	for _, f := range []struct{ field, v string }{{"name", r.Name}, {"platform", r.Platform}, {"model", r.Model},
+		{"app_version", r.AppVersion}, {"ip", r.IP}, {"user_agent", r.UserAgent}} {
+		if len(f.v) > maxText || !utf8.ValidString(f.v) {
+			return nil, apperr.InvalidField(f.field, "must be valid text of at most %d bytes", maxText)
 		}
 	}
 	return pk, nil

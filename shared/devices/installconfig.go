@@ -944,8 +944,8 @@ func (s *InstallConfigs) RecordNotify(ctx context.Context, userID, deviceID int6
 		if e.Version == "" {
 			return apperr.InvalidField(f+".version", "is required for an agent_version event")
 		}
-		for field, v := range map[string]string{"version": e.Version, "agent": e.Agent, "device_public_id": e.DevicePublicID} {
-			if err := installText(f+"."+field, v, notifyMaxVersion); err != nil {
+		for _, m := range []struct{ field, v string }{{"version", e.Version}, {"agent", e.Agent}, {"device_public_id", e.DevicePublicID}} {
+			if err := installText(f+"."+m.field, m.v, notifyMaxVersion); err != nil {
 				return err
 			}
 		}
