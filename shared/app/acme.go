@@ -14,7 +14,7 @@ import (
 // wireACME builds the ACME account service over the CA adapter and
 // registers its worker step.
 func (a *App) wireACME() error {
-	ca, err := acme.New(acme.Config{RootsPEMFile: a.Config.CARootsFile, UserAgent: "certfleet/" + Version})
+	ca, err := acme.New(acme.Config{RootsPEMFile: a.Config.CARootsFile, Timeout: a.Config.CATimeout, UserAgent: "certfleet/" + Version})
 	if err != nil {
 		return fmt.Errorf("app: %w", err)
 	}

@@ -58,7 +58,10 @@ func startLiveServer(t testing.TB, shape config.Shape) *liveServer {
 	}
 	peb := pebbletest.Start(t, pebbletest.Options{HTTPPort: ln.Addr().(*net.TCPAddr).Port, TLSPort: alpnPort, DNSServer: dns.DNSAddr})
 	// The rate limit is the maximum: the benchmarks poll every millisecond.
-	env := map[string]string{"CERTFLEET_LOG_LEVEL": "warn", "CERTFLEET_RATE_LIMIT": "100000",
+	// A CA call that hangs is abandoned after 5 s (30 s by default), so
+	// its step is retried well within waitFor's 60 s: twice a live test
+	// took 31 s and 62 s with one call hanging.
+	env := map[string]string{"CERTFLEET_LOG_LEVEL": "warn", "CERTFLEET_RATE_LIMIT": "100000", "CERTFLEET_CA_TIMEOUT": "5s",
 		"CERTFLEET_CA_LETSENCRYPT_DIRECTORY": peb.DirectoryURL, "CERTFLEET_CA_ROOTS": peb.RootsPEMFile,
 		"CERTFLEET_DELEGATION_ZONE": delegationZone, "CERTFLEET_DELEGATION_PROVIDER": "exec",
 		"CERTFLEET_DNS_RESOLVERS": dns.DNSAddr, "CERTFLEET_TLSALPN_ADDR": "127.0.0.1:" + strconv.Itoa(alpnPort)}

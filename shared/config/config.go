@@ -68,6 +68,8 @@ type Config struct {
 	// CAMaxInFlight bounds the ACME requests one worker process has in
 	// flight per CA.
 	CAMaxInFlight int
+	// CATimeout bounds one call to an ACME CA (all its HTTP requests).
+	CATimeout time.Duration
 }
 
 // CAProviders are the built-in CA providers whose directory can be
@@ -251,6 +253,10 @@ var Vars = []Var{
 		c.CAMaxInFlight, err = intIn(v, 1, 256)
 		return err
 	}},
+	{"CERTFLEET_CA_TIMEOUT", "30s", "how long one call to an ACME CA may take before the step is retried (1s..5m)", func(c *Config, v string) (err error) {
+		c.CATimeout, err = durationIn(v, time.Second, 5*time.Minute)
+		return err
+	}},
 }
 
 var dnsName = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -263,7 +269,8 @@ func Load(shape Shape, getenv func(string) string) (Config, error) {
 	c := Config{Shape: shape, LogFormat: "text", TablePrefix: "certfleet-", DataDir: "./data",
 		Port: 8080, WorkerConcurrency: 4, QueueVisibility: time.Minute, QueueMaxReceives: 5,
 		ShutdownTimeout: 30 * time.Second, SessionCookie: "cjj365", RateLimit: 100,
-		SMTP: SMTP{Port: 587, From: "certfleet@localhost"}, CADirectories: map[string]string{}, CAMaxInFlight: 8}
+		SMTP: SMTP{Port: 587, From: "certfleet@localhost"}, CADirectories: map[string]string{}, CAMaxInFlight: 8,
+		CATimeout: 30 * time.Second}
 	if shape == Lambda {
 		c.LogFormat = "json"
 	}
