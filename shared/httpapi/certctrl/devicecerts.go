@@ -46,14 +46,6 @@ type DeviceCertDeps struct {
 
 type deviceCertRoutes struct{ DeviceCertDeps }
 
-// deviceSubParam is the segment after devices/{device_id}/ on the user
-// routes. It is a wildcard, not the literal "certificates", because
-// GET devices/by-public-id/{device_public_id} and a literal
-// devices/{device_id}/certificates would overlap without either being
-// more specific, which net/http refuses; devicesSub answers anything but
-// "certificates" with 404.
-const deviceSubParam = "device_sub"
-
 // DeviceCertRoutes are DeviceCertUserRoutes and DeviceCertSelfRoutes.
 func DeviceCertRoutes(d DeviceCertDeps) []httpapi.Route {
 	return append(DeviceCertUserRoutes(d), DeviceCertSelfRoutes(d)...)
@@ -79,9 +71,9 @@ func DeviceCertUserRoutes(d DeviceCertDeps) []httpapi.Route {
 		scope          httpapi.Scope
 		h              http.Handler
 	}{
-		{"POST", "devices/{" + deviceParam + "}/{" + deviceSubParam + "}", assign, rt.devicesSub(rt.assign)},
-		{"GET", "devices/{" + deviceParam + "}/{" + deviceSubParam + "}",
-			httpapi.Scope{ObType: "devices", Action: "read", ObIDParam: deviceParam}, rt.devicesSub(rt.list)},
+		{"POST", "devices/{" + deviceParam + "}/certificates", assign, httpapi.Endpoint(rt.assign)},
+		{"GET", "devices/{" + deviceParam + "}/certificates",
+			httpapi.Scope{ObType: "devices", Action: "read", ObIDParam: deviceParam}, httpapi.Endpoint(rt.list)},
 		{"DELETE", "devices/{" + deviceParam + "}/certificates/{" + certificateParam + "}",
 			httpapi.Scope{ObType: "certificates", Action: "assign", ObIDParam: certificateParam}, httpapi.Endpoint(rt.unassign)},
 		{"GET", "devices/{" + deviceParam + "}/certificates/{" + certificateParam + "}",
@@ -111,16 +103,6 @@ func DeviceCertSelfRoutes(d DeviceCertDeps) []httpapi.Route {
 		{Method: "GET", Path: self, Handler: httpapi.DeviceAuth(d.Verifier, httpapi.Endpoint(rt.detail))},
 		{Method: "GET", Path: self + "/deploy-materials", Handler: httpapi.DeviceAuth(d.Verifier, httpapi.Endpoint(rt.materials))},
 	}
-}
-
-// devicesSub serves fn for devices/{device_id}/certificates only.
-func (rt deviceCertRoutes) devicesSub(fn httpapi.EndpointFunc) http.Handler {
-	return httpapi.Endpoint(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
-		if r.PathValue(deviceSubParam) != "certificates" {
-			return 0, nil, apperr.New(apperr.NotFound, "no route for %s %s", r.Method, r.URL.Path)
-		}
-		return fn(w, r)
-	})
 }
 
 // assignmentView is an assignment in this dialect (times in Unix

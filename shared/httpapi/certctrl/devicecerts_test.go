@@ -100,14 +100,16 @@ func newMaterialsEnv(t *testing.T) *materialsEnv {
 	as := devices.NewAssignments(reg, deviceCertLookup{certSvc}, deviceCertIssueKeys{iss, p.Sealer}, p.Sealer, sig, devices.AssignConfig{})
 	guard := &httpapi.Guard{Auth: ids, Limiter: ratelimit.New(p.Store, "requests", 1000, time.Minute, nil), CookieName: "cjj365"}
 	deps := certctrl.DeviceCertDeps{Assignments: as, Devices: reg, Certs: certSvc, Export: iss, Guard: guard, Verifier: tokens}
+	// The device routes joined as the devices group joins them: the
+	// by-public-id route must coexist with ours.
+	devs := certctrl.DevicesGroup(certctrl.DeviceDeps{Devices: reg, Grant: devices.NewGrant(p.Store, devices.GrantConfig{}), Tokens: tokens, Guard: guard})
+	devs.Routes = certctrl.MergeDeviceGets(append(devs.Routes, certctrl.DeviceCertRoutes(deps)...))
 	h := httpapi.Wrap(httpapi.NewRouter(
 		certctrl.AuthGroup(certctrl.AuthDeps{Identity: ids, Guard: guard, Cookies: certctrl.Sessions{CookieName: "cjj365"}}),
 		certctrl.AcmeAccountsGroup(accts, guard),
 		certctrl.CertificatesGroup(certSvc, guard),
 		certctrl.IssuesGroup(iss, guard),
-		// The device group's by-public-id route must coexist with ours.
-		certctrl.DevicesGroup(certctrl.DeviceDeps{Devices: reg, Grant: devices.NewGrant(p.Store, devices.GrantConfig{}), Tokens: tokens, Guard: guard}),
-		httpapi.Group{Name: "device-certificates", Routes: certctrl.DeviceCertRoutes(deps)}), p.Log)
+		devs), p.Log)
 	e := &env{Client: testenv.Client{T: t, Handler: h}, t: t, ids: ids, clock: p.Clock, outbox: p.OutboxDir}
 	return &materialsEnv{env: e, p: p, reg: reg, as: as, tokens: tokens, sig: sig}
 }

@@ -289,21 +289,20 @@ func (rt deviceRoutes) delete(_ http.ResponseWriter, r *http.Request) (int, any,
 }
 
 // deviceGet matches the GET routes one segment under a device:
-// ".../devices/{device_id}/<name>", ".../devices/{device_id}/{device_sub}"
-// and ".../devices/by-public-id/{device_public_id}".
-var deviceGet = regexp.MustCompile(`^(.*/devices/)(?:\{device_id\}/([a-z-]+|\{device_sub\})|(by-public-id)/\{device_public_id\})$`)
+// ".../devices/{device_id}/<name>" and
+// ".../devices/by-public-id/{device_public_id}".
+var deviceGet = regexp.MustCompile(`^(.*/devices/)(?:\{device_id\}/([a-z-]+)|(by-public-id)/\{device_public_id\})$`)
 
 // MergeDeviceGets joins the GET routes one segment under a device into one
 // route per path prefix, ".../devices/{device_id}/{device_sub}", which
 // dispatches by segment: net/http's mux refuses "devices/by-public-id/{x}"
 // beside "devices/{device_id}/install-config" (neither is more specific).
-// by-public-id goes to its route with {device_public_id} set; a named
-// segment to its route; anything else to a {device_sub} route if one was
-// given (it answers its own 404s), else 404.
+// by-public-id goes to its route with {device_public_id} set, a named
+// segment to its route, anything else is 404.
 func MergeDeviceGets(rs []httpapi.Route) []httpapi.Route {
 	type byPrefix struct {
-		byPublicID, anySub http.Handler
-		named              map[string]http.Handler
+		byPublicID http.Handler
+		named      map[string]http.Handler
 	}
 	var out []httpapi.Route
 	var prefixes []string
@@ -320,12 +319,9 @@ func MergeDeviceGets(rs []httpapi.Route) []httpapi.Route {
 			merged[m[1]] = e
 			prefixes = append(prefixes, m[1])
 		}
-		switch {
-		case m[3] != "":
+		if m[3] != "" {
 			e.byPublicID = r.Handler
-		case m[2] == "{device_sub}":
-			e.anySub = r.Handler
-		default:
+		} else {
 			e.named[m[2]] = r.Handler
 		}
 	}
@@ -340,8 +336,6 @@ func MergeDeviceGets(rs []httpapi.Route) []httpapi.Route {
 					e.byPublicID.ServeHTTP(w, r)
 				case named:
 					h.ServeHTTP(w, r)
-				case e.anySub != nil:
-					e.anySub.ServeHTTP(w, r)
 				default:
 					httpapi.WriteError(w, r, apperr.New(apperr.NotFound, "no such route: %s", r.URL.Path))
 				}
