@@ -201,17 +201,23 @@ func (a *Assignments) Unassign(ctx context.Context, userID, deviceID, certID int
 // signals (the device is gone); the device routes' delete should call it.
 // Errors are transient (a retry is safe).
 func (a *Assignments) ForgetDevice(ctx context.Context, userID, deviceID int64) error {
-	ids, err := a.AssignedCertificates(ctx, userID, deviceID)
+	return forgetPairs(ctx, a.assignSt, userID, assignDevPrefix(deviceID), func(certID int64) (store.Key, store.Key) {
+		return assignKey(userID, deviceID, certID), assignReverseKey(userID, deviceID, certID)
+	})
+}
+
+// forgetPairs deletes, for each id under prefix in the user's partition,
+// the two items keys names (an association and its reverse), each pair
+// in one transaction. Errors are transient (a retry is safe).
+func forgetPairs(ctx context.Context, st store.Store, userID int64, prefix string, keys func(id int64) (store.Key, store.Key)) error {
+	ids, err := idsUnder(ctx, st, userID, prefix)
 	if err != nil {
 		return err
 	}
-	for _, certID := range ids {
-		err := a.assignSt.Transact(ctx, []store.Write{
-			store.DeleteWrite(assignKey(userID, deviceID, certID), store.Always),
-			store.DeleteWrite(assignReverseKey(userID, deviceID, certID), store.Always),
-		})
-		if err != nil {
-			return fmt.Errorf("devices: forget the assignments of device %d: %w", deviceID, err)
+	for _, id := range ids {
+		k, rev := keys(id)
+		if err := st.Transact(ctx, []store.Write{store.DeleteWrite(k, store.Always), store.DeleteWrite(rev, store.Always)}); err != nil {
+			return fmt.Errorf("devices: forget %s: %w", k, err)
 		}
 	}
 	return nil

@@ -150,20 +150,9 @@ func (c *CAAssociations) ForgetCA(ctx context.Context, userID, caID int64) error
 // ForgetDevice deletes every CA association of a deleted device,
 // without signals. Errors are transient (a retry is safe).
 func (c *CAAssociations) ForgetDevice(ctx context.Context, userID, deviceID int64) error {
-	ids, err := idsUnder(ctx, c.caSt, userID, caDevPrefix(deviceID))
-	if err != nil {
-		return err
-	}
-	for _, caID := range ids {
-		err := c.caSt.Transact(ctx, []store.Write{
-			store.DeleteWrite(caAssocKey(userID, deviceID, caID), store.Always),
-			store.DeleteWrite(caAssocReverseKey(userID, deviceID, caID), store.Always),
-		})
-		if err != nil {
-			return fmt.Errorf("devices: forget the CAs of device %d: %w", deviceID, err)
-		}
-	}
-	return nil
+	return forgetPairs(ctx, c.caSt, userID, caDevPrefix(deviceID), func(caID int64) (store.Key, store.Key) {
+		return caAssocKey(userID, deviceID, caID), caAssocReverseKey(userID, deviceID, caID)
+	})
 }
 
 // List returns the CAs on the device, by CA id. Errors are transient.

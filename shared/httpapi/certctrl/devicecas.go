@@ -79,22 +79,6 @@ func viewCAAssociation(a devices.CAAssociation) caAssociationView {
 	return caAssociationView{DeviceID: a.DeviceID, CAID: a.CAID, CAName: a.CAName, SerialNumber: a.Serial, CreatedAt: a.CreatedAt.Unix()}
 }
 
-// deviceAndCA reads the device and CA ids of a route and checks the
-// device is the user's.
-func (rt deviceCARoutes) deviceAndCA(r *http.Request) (userID, deviceID, ca int64, err error) {
-	if deviceID, err = httpapi.PathID(r, deviceParam); err != nil {
-		return 0, 0, 0, err
-	}
-	if ca, err = caID(r); err != nil {
-		return 0, 0, 0, err
-	}
-	userID = httpapi.TargetUser(r.Context())
-	if _, err := rt.Devices.Get(r.Context(), userID, deviceID); err != nil {
-		return 0, 0, 0, err
-	}
-	return userID, deviceID, ca, nil
-}
-
 func (rt deviceCARoutes) associate(_ http.ResponseWriter, r *http.Request) (int, any, error) {
 	deviceID, err := httpapi.PathID(r, deviceParam)
 	if err != nil {
@@ -124,7 +108,7 @@ func (rt deviceCARoutes) list(w http.ResponseWriter, r *http.Request) (int, any,
 }
 
 func (rt deviceCARoutes) get(_ http.ResponseWriter, r *http.Request) (int, any, error) {
-	userID, deviceID, id, err := rt.deviceAndCA(r)
+	userID, deviceID, id, err := onUserDevice(r, rt.Devices, caParam)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -143,7 +127,7 @@ func (rt deviceCARoutes) get(_ http.ResponseWriter, r *http.Request) (int, any, 
 }
 
 func (rt deviceCARoutes) bundle(_ http.ResponseWriter, r *http.Request) (int, any, error) {
-	userID, deviceID, id, err := rt.deviceAndCA(r)
+	userID, deviceID, id, err := onUserDevice(r, rt.Devices, caParam)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -155,7 +139,7 @@ func (rt deviceCARoutes) bundle(_ http.ResponseWriter, r *http.Request) (int, an
 }
 
 func (rt deviceCARoutes) dissociate(_ http.ResponseWriter, r *http.Request) (int, any, error) {
-	userID, deviceID, id, err := rt.deviceAndCA(r)
+	userID, deviceID, id, err := onUserDevice(r, rt.Devices, caParam)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -191,19 +191,28 @@ func createdStatus(created bool) int {
 }
 
 func (rt deviceCertRoutes) unassign(_ http.ResponseWriter, r *http.Request) (int, any, error) {
-	deviceID, err := httpapi.PathID(r, deviceParam)
+	userID, deviceID, certID, err := onUserDevice(r, rt.Devices, certificateParam)
 	if err != nil {
 		return 0, nil, err
 	}
-	certID, err := certificateID(r)
-	if err != nil {
-		return 0, nil, err
+	return http.StatusNoContent, nil, rt.Assignments.Unassign(r.Context(), userID, deviceID, certID)
+}
+
+// onUserDevice reads the route's target user, {device_id} and the object
+// id in param, and checks the device is the user's. Errors: Invalid for
+// a bad id; NotFound for another user's or a missing device.
+func onUserDevice(r *http.Request, reg *devices.Service, param string) (userID, deviceID, id int64, err error) {
+	if deviceID, err = httpapi.PathID(r, deviceParam); err != nil {
+		return 0, 0, 0, err
 	}
-	ctx, userID := r.Context(), httpapi.TargetUser(r.Context())
-	if _, err := rt.Devices.Get(ctx, userID, deviceID); err != nil {
-		return 0, nil, err
+	if id, err = httpapi.PathID(r, param); err != nil {
+		return 0, 0, 0, err
 	}
-	return http.StatusNoContent, nil, rt.Assignments.Unassign(ctx, userID, deviceID, certID)
+	userID = httpapi.TargetUser(r.Context())
+	if _, err := reg.Get(r.Context(), userID, deviceID); err != nil {
+		return 0, 0, 0, err
+	}
+	return userID, deviceID, id, nil
 }
 
 // automationAssign is the agent's API-key automation (§4.4): assign to the
@@ -343,19 +352,11 @@ func (rt deviceCertRoutes) certDetail(w http.ResponseWriter, r *http.Request, us
 // assignment reads the device and certificate of a user route and the
 // assignment between them. Errors: NotFound.
 func (rt deviceCertRoutes) assignment(r *http.Request) (userID int64, as devices.Assignment, err error) {
-	deviceID, err := httpapi.PathID(r, deviceParam)
+	userID, deviceID, certID, err := onUserDevice(r, rt.Devices, certificateParam)
 	if err != nil {
 		return 0, as, err
 	}
-	certID, err := certificateID(r)
-	if err != nil {
-		return 0, as, err
-	}
-	ctx, userID := r.Context(), httpapi.TargetUser(r.Context())
-	if _, err := rt.Devices.Get(ctx, userID, deviceID); err != nil {
-		return 0, as, err
-	}
-	as, err = rt.Assignments.Get(ctx, userID, deviceID, certID)
+	as, err = rt.Assignments.Get(r.Context(), userID, deviceID, certID)
 	return userID, as, err
 }
 
